@@ -1,0 +1,43 @@
+# The two commands a newcomer needs are `make demo` and `make test`.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+DEMO_DIR ?= /tmp/orchestrator-demo
+
+.PHONY: setup test lint proto proto-check unit integration bench demo demo-down clean
+
+setup:
+	@scripts/setup.sh
+
+proto: setup
+	PYTHON=$(PY) scripts/gen-protos.sh
+
+proto-check: setup
+	PYTHON=$(PY) scripts/gen-protos.sh --check
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy orchestrator agent certs
+	$(BIN)/lint-imports
+
+test: setup lint proto-check
+	$(BIN)/pytest -q -ra --durations=15
+
+unit: setup
+	$(BIN)/pytest -q -m unit
+
+integration: setup
+	$(BIN)/pytest -q -m integration
+
+bench: setup
+	$(PY) tests/perf/bench_api.py
+
+demo: setup
+	@scripts/demo.sh $(DEMO_DIR)
+
+demo-down:
+	@scripts/demo.sh --down $(DEMO_DIR)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

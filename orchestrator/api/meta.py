@@ -1,0 +1,35 @@
+"""Small helpers over the metadata every object carries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.message import Message
+
+from orchestrator.api.pb import meta_pb2
+
+
+def meta(obj: Message) -> meta_pb2.ObjectMeta:
+    m: meta_pb2.ObjectMeta = obj.metadata  # type: ignore[attr-defined]
+    return m
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(s: str) -> datetime:
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+def object_label(kind: str, namespace: str, name: str) -> str:
+    """How Kubernetes names an object in messages: `pods "web-1"`."""
+    return f'{kind} "{namespace}/{name}"' if namespace else f'{kind} "{name}"'
+
+
+def has_field(obj: Any, name: str) -> bool:
+    try:
+        return bool(obj.HasField(name))
+    except ValueError:
+        return False

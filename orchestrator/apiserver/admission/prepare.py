@@ -1,0 +1,34 @@
+"""Server-owned fields set on create, whatever the client sent."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf.message import Message
+
+if TYPE_CHECKING:
+    from orchestrator.apiserver.registry import UserInfo
+
+
+def prepare_create(obj: Message, user: UserInfo) -> None:
+    kind = obj.kind  # type: ignore[attr-defined]
+    o: Any = obj
+    if kind == "CertificateSigningRequest":
+        # Who asked is recorded by the server: approvers trust these fields.
+        o.spec.username = user.name
+        o.spec.uid = user.uid
+        del o.spec.groups[:]
+        o.spec.groups.extend(user.groups)
+    elif kind == "Pod":
+        o.ClearField("status")
+        o.status.phase = "Pending"
+
+
+def normalize(obj: Message) -> None:
+    """Rewrites that apply to every write, create or update."""
+    o: Any = obj
+    if obj.kind == "Secret" and o.string_data:  # type: ignore[attr-defined]
+        # stringData is write-only sugar for data, as in Kubernetes.
+        for key, value in o.string_data.items():
+            o.data[key] = value.encode()
+        o.ClearField("string_data")

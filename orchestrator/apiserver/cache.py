@@ -1,0 +1,339 @@
+"""The watch cache: every object in memory, fed by one store watch.
+
+Lists and watches are served from here, so thousands of watchers cost the
+store nothing. Each stored value gets its resourceVersion appended as a
+protobuf suffix (`metadata { resourceVersion: "N" }`): protobuf merges
+repeated embedded messages on parse, so the bytes need no decode/re-encode
+per event, and one serialized event is shared by every watcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from google.protobuf.message import Message
+
+from orchestrator.api.kinds import KindInfo, all_kinds
+from orchestrator.api.objfields import selectable_fields
+from orchestrator.api.pb import meta_pb2
+from orchestrator.api.selectors import FieldSelector, LabelSelector
+from orchestrator.apiserver.errors import Gone
+from orchestrator.store.base import CompactedError, EventType, Store, WatchEvent
+
+log = logging.getLogger(__name__)
+
+
+def rv_suffix(revision: int) -> bytes:
+    """Serialized `{metadata: {resourceVersion: "<revision>"}}` for any kind:
+    metadata is field 3 of every top-level kind message."""
+    inner = meta_pb2.ObjectMeta(resource_version=str(revision)).SerializeToString()
+    return b"\x1a" + _varint(len(inner)) + inner
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+@dataclass(slots=True)
+class CachedObject:
+    info: KindInfo
+    namespace: str
+    name: str
+    # The serialized object, resourceVersion included.
+    raw: bytes
+    revision: int
+    labels: dict[str, str]
+    fields: dict[str, str]
+
+    def decode(self) -> Message:
+        msg = self.info.message()
+        msg.ParseFromString(self.raw)
+        return msg
+
+
+@dataclass(slots=True)
+class CacheEvent:
+    type: str  # ADDED, MODIFIED, DELETED
+    revision: int
+    obj: CachedObject
+    # For MODIFIED: the object before, so a watcher whose selector the object
+    # left gets DELETED and one it entered gets ADDED, as in Kubernetes.
+    prev: CachedObject | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    namespace: str = ""
+    labels: LabelSelector | None = None
+    fields: FieldSelector | None = None
+
+    def matches(self, obj: CachedObject) -> bool:
+        if self.namespace and obj.namespace != self.namespace:
+            return False
+        if self.labels is not None and not self.labels.matches(obj.labels):
+            return False
+        return self.fields is None or self.fields.matches(obj.fields)
+
+
+# A watcher that falls this far behind is dropped; its client relists.
+_WATCHER_QUEUE_LIMIT = 50_000
+
+
+@dataclass(eq=False)
+class Watcher:
+    info: KindInfo
+    filter: Filter
+    queue: asyncio.Queue[CacheEvent | str | None] = field(default_factory=asyncio.Queue)
+    closed: bool = False
+
+    def offer(self, event: CacheEvent) -> None:
+        if self.closed:
+            return
+        if self.queue.qsize() >= _WATCHER_QUEUE_LIMIT:
+            self.closed = True
+            self.queue.put_nowait(None)
+            return
+        self.queue.put_nowait(event)
+
+
+def translate(event: CacheEvent, flt: Filter) -> tuple[str, CachedObject] | None:
+    """What a watcher with this filter sees of an event, if anything."""
+    now = flt.matches(event.obj)
+    if event.type == "MODIFIED" and event.prev is not None:
+        before = flt.matches(event.prev)
+        if now and not before:
+            return "ADDED", event.obj
+        if before and not now:
+            return "DELETED", event.obj
+    return (event.type, event.obj) if now else None
+
+
+class WatchCache:
+    def __init__(self, store: Store, *, history: int = 100_000) -> None:
+        self._store = store
+        self._by_resource = {info.resource: info for info in all_kinds()}
+        self._objects: dict[str, dict[str, CachedObject]] = {
+            info.kind: {} for info in all_kinds()
+        }
+        self._events: collections.deque[CacheEvent] = collections.deque(maxlen=history)
+        self._watchers: dict[str, set[Watcher]] = {info.kind: set() for info in all_kinds()}
+        self.revision = 0
+        # Events with revision > oldest are all in self._events.
+        self._oldest = 0
+        self._advanced = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self.listeners: list[Callable[[CacheEvent], None]] = []
+
+    async def start(self) -> None:
+        result = await self._store.range("/registry/")
+        for kv in result.kvs:
+            obj = self._make(kv.key, kv.value, kv.mod_revision)
+            if obj is not None:
+                self._objects[obj.info.kind][kv.key] = obj
+        self.revision = self._oldest = result.revision
+        self._task = asyncio.create_task(self._follow(result.revision), name="watch-cache")
+        self._ready.set()
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for watchers in self._watchers.values():
+            for w in watchers:
+                w.closed = True
+                w.queue.put_nowait(None)
+
+    def _make(self, key: str, value: bytes, revision: int) -> CachedObject | None:
+        parts = key.split("/")  # "", "registry", resource, [namespace], name
+        info = self._by_resource.get(parts[2]) if len(parts) > 3 else None
+        if info is None:
+            return None
+        msg = info.message()
+        msg.ParseFromString(value)
+        m = msg.metadata  # type: ignore[attr-defined]
+        m.resource_version = str(revision)
+        return CachedObject(
+            info=info,
+            namespace=m.namespace,
+            name=m.name,
+            raw=value + rv_suffix(revision),
+            revision=revision,
+            labels=dict(m.labels),
+            fields=selectable_fields(info, msg),
+        )
+
+    async def _follow(self, from_revision: int) -> None:
+        revision = from_revision
+        while True:
+            try:
+                async for ev in self._store.watch("/registry/", revision):
+                    self._apply(ev)
+                    revision = ev.revision
+            except CompactedError:
+                log.error("watch cache fell behind compaction at revision %d; relisting", revision)
+                await self._relist()
+                revision = self.revision
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("store watch failed; resuming from revision %d", revision)
+                await asyncio.sleep(0.5)
+
+    async def _relist(self) -> None:
+        result = await self._store.range("/registry/")
+        fresh: dict[str, dict[str, CachedObject]] = {k: {} for k in self._objects}
+        for kv in result.kvs:
+            obj = self._make(kv.key, kv.value, kv.mod_revision)
+            if obj is not None:
+                fresh[obj.info.kind][kv.key] = obj
+        self._objects = fresh
+        self._events.clear()
+        self.revision = self._oldest = result.revision
+        # Every watcher's view may be stale: close them so clients relist.
+        for watchers in self._watchers.values():
+            for w in list(watchers):
+                w.closed = True
+                w.queue.put_nowait(None)
+
+    def _apply(self, ev: WatchEvent) -> None:
+        obj = self._make(ev.key, ev.value, ev.revision)
+        if obj is None:
+            self._advance(ev.revision)
+            return
+        objects = self._objects[obj.info.kind]
+        prev = objects.get(ev.key)
+        if ev.type is EventType.DELETE:
+            objects.pop(ev.key, None)
+            cev = CacheEvent("DELETED", ev.revision, obj)
+        else:
+            objects[ev.key] = obj
+            cev = CacheEvent("MODIFIED" if prev is not None else "ADDED", ev.revision, obj, prev)
+        if len(self._events) == self._events.maxlen:
+            self._oldest = self._events[0].revision
+        self._events.append(cev)
+        for watcher in self._watchers[obj.info.kind]:
+            watcher.offer(cev)
+        for listener in self.listeners:
+            listener(cev)
+        self._advance(ev.revision)
+
+    def _advance(self, revision: int) -> None:
+        self.revision = revision
+        if self._waiting:
+            asyncio.get_running_loop().create_task(self._notify())
+
+    _waiting = 0
+
+    async def _notify(self) -> None:
+        async with self._advanced:
+            self._advanced.notify_all()
+
+    async def wait_for(self, revision: int, timeout: float = 10.0) -> None:
+        """Until the cache has seen revision (read-your-writes)."""
+        if self.revision >= revision:
+            return
+        self._waiting += 1
+        try:
+            async with asyncio.timeout(timeout), self._advanced:
+                await self._advanced.wait_for(lambda: self.revision >= revision)
+        finally:
+            self._waiting -= 1
+
+    # -- reads -------------------------------------------------------------------
+
+    def get(self, info: KindInfo, namespace: str, name: str) -> CachedObject | None:
+        return self._objects[info.kind].get(info.key(namespace, name))
+
+    def list(self, info: KindInfo, flt: Filter) -> list[CachedObject]:
+        objects = self._objects[info.kind]
+        if info.namespaced and flt.namespace:
+            prefix = info.prefix(flt.namespace)
+            items = [o for k, o in objects.items() if k.startswith(prefix)]
+        else:
+            items = list(objects.values())
+        items = [o for o in items if flt.matches(o)]
+        items.sort(key=lambda o: (o.namespace, o.name))
+        return items
+
+    def count(self, info: KindInfo, namespace: str = "") -> int:
+        if not namespace:
+            return len(self._objects[info.kind])
+        prefix = info.prefix(namespace)
+        return sum(1 for k in self._objects[info.kind] if k.startswith(prefix))
+
+    def namespaces_in_use(self, namespace: str) -> list[KindInfo]:
+        return [
+            info
+            for info in all_kinds()
+            if info.namespaced and self.count(info, namespace)
+        ]
+
+    # -- watches -----------------------------------------------------------------
+
+    async def watch(
+        self, info: KindInfo, flt: Filter, from_revision: int | None
+    ) -> AsyncIterator[tuple[str, CachedObject] | int | None]:
+        """Events for one watcher: (type, object) pairs; an int is a bookmark
+        revision; None means the watch was closed by the server.
+
+        from_revision None: synthetic ADDED for every current object first."""
+        watcher = Watcher(info, flt)
+        if from_revision is not None and from_revision < self._oldest:
+            raise Gone(
+                f"too old resource version: {from_revision} "
+                f"(the oldest available is {self._oldest + 1}); list again and watch from "
+                "the list's resourceVersion"
+            )
+        # Register and snapshot without an await in between: nothing is missed.
+        self._watchers[info.kind].add(watcher)
+        start = self.revision
+        try:
+            if from_revision is None:
+                for obj in self.list(info, flt):
+                    yield "ADDED", obj
+            else:
+                for cev in list(self._events):
+                    if from_revision < cev.revision <= start and cev.obj.info is info:
+                        seen = translate(cev, flt)
+                        if seen is not None:
+                            yield seen
+            while True:
+                item = await watcher.queue.get()
+                if item is None:
+                    yield None
+                    return
+                if isinstance(item, str):
+                    yield self.revision
+                    continue
+                if item.revision <= start:
+                    continue
+                seen = translate(item, flt)
+                if seen is not None:
+                    yield seen
+        finally:
+            self._watchers[info.kind].discard(watcher)
+
+    def bookmark_all(self) -> None:
+        """Nudge every watcher to send a bookmark (if it asked for them)."""
+        for watchers in self._watchers.values():
+            for w in watchers:
+                if not w.closed:
+                    w.queue.put_nowait("bookmark")
+
+    def watcher_count(self) -> int:
+        return sum(len(w) for w in self._watchers.values())

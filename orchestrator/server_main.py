@@ -1,0 +1,231 @@
+"""`orchestrator`: initialise and run the control plane.
+
+  orchestrator init --data-dir DIR [--advertise-address A] [--port 6443]
+                    [--store sqlite|etcd --etcd-endpoints URL,...]
+  orchestrator serve --data-dir DIR [--listen ADDR:PORT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from certs import bundle, tokens
+from orchestrator.api.kinds import kind_info
+from orchestrator.apiserver.cache import WatchCache
+from orchestrator.apiserver.errors import AlreadyExists
+from orchestrator.apiserver.registry import Registry, UserInfo
+from orchestrator.apiserver.server import ApiServer, StoreConfig, open_store
+from orchestrator.client.config import ConfigFile, Connection
+
+log = logging.getLogger("orchestrator")
+CLUSTER_CONFIG = "cluster.json"
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+INIT_USER = UserInfo("system:orchestrator-init", ("system:masters",))
+
+
+@dataclass
+class ClusterConfig:
+    """What `init` decided, read back by `serve`: DIR/cluster.json."""
+
+    name: str = "orchestrator"
+    advertise_address: str = "127.0.0.1"
+    port: int = 6443
+    store: str = "sqlite"
+    etcd_endpoints: list[str] = field(default_factory=list)
+    etcd_prefix: str = ""
+
+    @property
+    def server(self) -> str:
+        return f"{self.advertise_address}:{self.port}"
+
+    def store_config(self, data_dir: Path, pki: bundle.ClusterPKI) -> StoreConfig:
+        if self.store == "sqlite":
+            return StoreConfig(kind="sqlite", sqlite_path=data_dir / "store" / "state.db")
+        return StoreConfig(
+            kind="etcd",
+            etcd_endpoints=self.etcd_endpoints,
+            etcd_prefix=self.etcd_prefix,
+            etcd_ca=pki.etcd_ca_crt if self.etcd_uses_tls else None,
+            etcd_cert=pki.etcd_client_crt if self.etcd_uses_tls else None,
+            etcd_key=pki.etcd_client_key if self.etcd_uses_tls else None,
+        )
+
+    @property
+    def etcd_uses_tls(self) -> bool:
+        return any(e.startswith("https://") for e in self.etcd_endpoints)
+
+    @classmethod
+    def load(cls, data_dir: Path) -> ClusterConfig:
+        path = data_dir / CLUSTER_CONFIG
+        if not path.exists():
+            raise SystemExit(f"error: {path} not found: run `orchestrator init --data-dir "
+                             f"{data_dir}` first")
+        return cls(**json.loads(path.read_text()))
+
+    def save(self, data_dir: Path) -> None:
+        (data_dir / CLUSTER_CONFIG).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
+def token_address(listen: str) -> str:
+    """The token port is the main port + 1 (6444 by default)."""
+    host, _, port = listen.rpartition(":")
+    return f"{host}:{int(port) + 1}"
+
+
+def write_admin_conf(data_dir: Path, cfg: ClusterConfig, pki: bundle.ClusterPKI) -> Path:
+    path = data_dir / "admin.conf"
+    conf = ConfigFile.load(path, missing_ok=True)
+    admin = pki.admin()
+    conf.add_context(
+        name=f"admin@{cfg.name}", cluster=cfg.name, server=cfg.server,
+        ca_pem=pki.cluster_ca().cert_pem, user=f"admin@{cfg.name}",
+        cert_pem=admin.cert_pem, key_pem=admin.key_pem,
+    )
+    conf.save()
+    return path
+
+
+def admin_connection(data_dir: Path, cfg: ClusterConfig, pki: bundle.ClusterPKI,
+                     *, server: str | None = None) -> Connection:
+    admin = pki.controller_manager()
+    return Connection(server=server or f"127.0.0.1:{cfg.port}", ca_pem=pki.cluster_ca().cert_pem,
+                      cert_pem=admin.cert_pem, key_pem=admin.key_pem)
+
+
+async def seed_cluster(registry: Registry, token: tokens.BootstrapToken | None) -> None:
+    """System namespaces and the first bootstrap token: what kubeadm init writes."""
+    ns_info = kind_info("Namespace")
+    for name in SYSTEM_NAMESPACES:
+        ns = ns_info.new()
+        ns.metadata.name = name  # type: ignore[attr-defined]
+        with contextlib.suppress(AlreadyExists):
+            await registry.create(ns, INIT_USER)
+    if token is not None:
+        secret = kind_info("Secret").new()
+        secret.metadata.name = token.secret_name  # type: ignore[attr-defined]
+        secret.metadata.namespace = "kube-system"  # type: ignore[attr-defined]
+        secret.type = "bootstrap.kubernetes.io/token"  # type: ignore[attr-defined]
+        for key, value in token.to_secret_data().items():
+            secret.data[key] = value  # type: ignore[attr-defined]
+        await registry.create(secret, INIT_USER)
+
+
+async def _init_store(cfg: ClusterConfig, data_dir: Path, pki: bundle.ClusterPKI,
+                      token: tokens.BootstrapToken | None) -> None:
+    store = await open_store(cfg.store_config(data_dir, pki))
+    cache = WatchCache(store)
+    await cache.start()
+    try:
+        await seed_cluster(Registry(store, cache), token)
+    finally:
+        await cache.stop()
+        await store.close()
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cfg = ClusterConfig(
+        name=args.cluster_name,
+        advertise_address=args.advertise_address,
+        port=args.port,
+        store=args.store,
+        etcd_endpoints=[e for e in (args.etcd_endpoints or "").split(",") if e],
+        etcd_prefix=args.etcd_prefix,
+    )
+    if cfg.store == "etcd" and not cfg.etcd_endpoints:
+        print("error: --store etcd needs --etcd-endpoints", file=sys.stderr)
+        return 2
+    pki = bundle.create_cluster_pki(
+        data_dir, advertise_addresses=[cfg.advertise_address, *args.apiserver_cert_extra_sans]
+    )
+    cfg.save(data_dir)
+    conf = write_admin_conf(data_dir, cfg, pki)
+    token = tokens.new_bootstrap_token(description="created by orchestrator init")
+    asyncio.run(_init_store(cfg, data_dir, pki, token))
+    print(f"Control plane initialised in {data_dir} (store: {cfg.store}).")
+    print(f"Admin credentials: {conf}  (export ORCHCONFIG={conf})")
+    print(f"Start it with: orchestrator serve --data-dir {data_dir}")
+    print("Then join nodes with:")
+    print(f"  orch-agent join {cfg.server} --token {token.token} --ca-hash {pki.ca_hash()}")
+    return 0
+
+
+async def serve(data_dir: Path, listen: str | None, *, ready: asyncio.Event | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    from orchestrator.controllers.manager import ControllerManager
+
+    cfg = ClusterConfig.load(data_dir)
+    pki = bundle.load_cluster_pki(data_dir)
+    store = await open_store(cfg.store_config(data_dir, pki))
+    listen = listen or f"0.0.0.0:{cfg.port}"
+    server = ApiServer(pki, store, listen=listen, token_listen=token_address(listen),
+                       store_name=cfg.store)
+    await server.start()
+    await seed_cluster(server.registry, None)
+    conn = admin_connection(data_dir, cfg, pki, server=f"127.0.0.1:{server.port}")
+    manager = ControllerManager(conn, pki)
+    await manager.start()
+    log.info("control plane serving on port %d with the %s store", server.port, cfg.store)
+    if ready is not None:
+        ready.set()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await manager.stop()
+        await server.stop()
+        await store.close()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO if not args.verbose else logging.DEBUG,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(Path(args.data_dir).resolve(), args.listen))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    init = sub.add_parser("init", help="create certificates, config and the store")
+    init.add_argument("--data-dir", required=True)
+    init.add_argument("--advertise-address", default="127.0.0.1")
+    init.add_argument("--apiserver-cert-extra-sans", action="append", default=[])
+    init.add_argument("--port", type=int, default=6443)
+    init.add_argument("--cluster-name", default="orchestrator")
+    init.add_argument("--store", choices=["sqlite", "etcd"], default="sqlite")
+    init.add_argument("--etcd-endpoints", default="")
+    init.add_argument("--etcd-prefix", default="")
+    init.set_defaults(func=cmd_init)
+    srv = sub.add_parser("serve", help="run the control plane")
+    srv.add_argument("--data-dir", required=True)
+    srv.add_argument("--listen", default=None, help="address:port (default 0.0.0.0:<port>)")
+    srv.add_argument("-v", "--verbose", action="store_true")
+    srv.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
