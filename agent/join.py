@@ -117,15 +117,26 @@ def write_credentials(
     pki.write_file(creds.cert_path, cert_pem, 0o644)
     pki.write_file(creds.ca_path, ca_pem, 0o644)
     conf = ConfigFile.load(creds.config_path, missing_ok=True)
-    conf.add_context(name=f"system:node:{node_name}", cluster="cluster", server=server,
-                     ca_pem=ca_pem, user=f"system:node:{node_name}", cert_pem=cert_pem,
-                     key_pem=key_pem)
+    conf.add_context(
+        name=f"system:node:{node_name}",
+        cluster="cluster",
+        server=server,
+        ca_pem=ca_pem,
+        user=f"system:node:{node_name}",
+        cert_pem=cert_pem,
+        key_pem=key_pem,
+    )
     conf.save()
     return creds
 
 
 async def join(
-    server: str, token: str, ca_hash: str, *, node_name: str, data_dir: Path,
+    server: str,
+    token: str,
+    ca_hash: str,
+    *,
+    node_name: str,
+    data_dir: Path,
     timeout: float = 60.0,
 ) -> NodeCredentials:
     try:

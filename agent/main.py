@@ -1,6 +1,6 @@
 """`orch-agent`: the node agent.
 
-  orch-agent join SERVER --token TOKEN --ca-hash sha256:HASH [--node-name N] [--data-dir D]
+orch-agent join SERVER --token TOKEN --ca-hash sha256:HASH [--node-name N] [--data-dir D]
 """
 
 from __future__ import annotations
@@ -17,20 +17,30 @@ DEFAULT_DATA_DIR = "/var/lib/orch-agent"
 
 def cmd_join(args: argparse.Namespace) -> int:
     try:
-        creds = asyncio.run(join(args.server, args.token, args.ca_hash,
-                                 node_name=args.node_name or default_node_name(),
-                                 data_dir=Path(args.data_dir), timeout=args.timeout))
+        creds = asyncio.run(
+            join(
+                args.server,
+                args.token,
+                args.ca_hash,
+                node_name=args.node_name or default_node_name(),
+                data_dir=Path(args.data_dir),
+                timeout=args.timeout,
+            )
+        )
     except JoinError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"This node has joined the cluster as system:node:{args.node_name or default_node_name()}.")
+    print(
+        f"This node has joined the cluster as system:node:{args.node_name or default_node_name()}."
+    )
     print(f"Credentials: {creds.config_path}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orch-agent", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="orch-agent", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     j = sub.add_parser("join", help="join a cluster with a bootstrap token")
     j.add_argument("server", help="the apiserver's HOST:PORT")

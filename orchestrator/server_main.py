@@ -1,8 +1,8 @@
 """`orchestrator`: initialise and run the control plane.
 
-  orchestrator init --data-dir DIR [--advertise-address A] [--port 6443]
-                    [--store sqlite|etcd --etcd-endpoints URL,...]
-  orchestrator serve --data-dir DIR [--listen ADDR:PORT]
+orchestrator init --data-dir DIR [--advertise-address A] [--port 6443]
+                  [--store sqlite|etcd --etcd-endpoints URL,...]
+orchestrator serve --data-dir DIR [--listen ADDR:PORT]
 """
 
 from __future__ import annotations
@@ -66,8 +66,9 @@ class ClusterConfig:
     def load(cls, data_dir: Path) -> ClusterConfig:
         path = data_dir / CLUSTER_CONFIG
         if not path.exists():
-            raise SystemExit(f"error: {path} not found: run `orchestrator init --data-dir "
-                             f"{data_dir}` first")
+            raise SystemExit(
+                f"error: {path} not found: run `orchestrator init --data-dir {data_dir}` first"
+            )
         return cls(**json.loads(path.read_text()))
 
     def save(self, data_dir: Path) -> None:
@@ -85,19 +86,28 @@ def write_admin_conf(data_dir: Path, cfg: ClusterConfig, pki: bundle.ClusterPKI)
     conf = ConfigFile.load(path, missing_ok=True)
     admin = pki.admin()
     conf.add_context(
-        name=f"admin@{cfg.name}", cluster=cfg.name, server=cfg.server,
-        ca_pem=pki.cluster_ca().cert_pem, user=f"admin@{cfg.name}",
-        cert_pem=admin.cert_pem, key_pem=admin.key_pem,
+        name=f"admin@{cfg.name}",
+        cluster=cfg.name,
+        server=cfg.server,
+        ca_pem=pki.cluster_ca().cert_pem,
+        user=f"admin@{cfg.name}",
+        cert_pem=admin.cert_pem,
+        key_pem=admin.key_pem,
     )
     conf.save()
     return path
 
 
-def admin_connection(data_dir: Path, cfg: ClusterConfig, pki: bundle.ClusterPKI,
-                     *, server: str | None = None) -> Connection:
+def admin_connection(
+    data_dir: Path, cfg: ClusterConfig, pki: bundle.ClusterPKI, *, server: str | None = None
+) -> Connection:
     admin = pki.controller_manager()
-    return Connection(server=server or f"127.0.0.1:{cfg.port}", ca_pem=pki.cluster_ca().cert_pem,
-                      cert_pem=admin.cert_pem, key_pem=admin.key_pem)
+    return Connection(
+        server=server or f"127.0.0.1:{cfg.port}",
+        ca_pem=pki.cluster_ca().cert_pem,
+        cert_pem=admin.cert_pem,
+        key_pem=admin.key_pem,
+    )
 
 
 async def seed_cluster(registry: Registry, token: tokens.BootstrapToken | None) -> None:
@@ -118,8 +128,9 @@ async def seed_cluster(registry: Registry, token: tokens.BootstrapToken | None) 
         await registry.create(secret, INIT_USER)
 
 
-async def _init_store(cfg: ClusterConfig, data_dir: Path, pki: bundle.ClusterPKI,
-                      token: tokens.BootstrapToken | None) -> None:
+async def _init_store(
+    cfg: ClusterConfig, data_dir: Path, pki: bundle.ClusterPKI, token: tokens.BootstrapToken | None
+) -> None:
     store = await open_store(cfg.store_config(data_dir, pki))
     cache = WatchCache(store)
     await cache.start()
@@ -159,16 +170,22 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-async def serve(data_dir: Path, listen: str | None, *, ready: asyncio.Event | None = None,
-                stop: asyncio.Event | None = None) -> None:
+async def serve(
+    data_dir: Path,
+    listen: str | None,
+    *,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
     from orchestrator.controllers.manager import ControllerManager
 
     cfg = ClusterConfig.load(data_dir)
     pki = bundle.load_cluster_pki(data_dir)
     store = await open_store(cfg.store_config(data_dir, pki))
     listen = listen or f"0.0.0.0:{cfg.port}"
-    server = ApiServer(pki, store, listen=listen, token_listen=token_address(listen),
-                       store_name=cfg.store)
+    server = ApiServer(
+        pki, store, listen=listen, token_listen=token_address(listen), store_name=cfg.store
+    )
     await server.start()
     await seed_cluster(server.registry, None)
     conn = admin_connection(data_dir, cfg, pki, server=f"127.0.0.1:{server.port}")
@@ -191,15 +208,20 @@ async def serve(data_dir: Path, listen: str | None, *, ready: asyncio.Event | No
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO if not args.verbose else logging.DEBUG,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if not args.verbose else logging.DEBUG,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     asyncio.run(serve(Path(args.data_dir).resolve(), args.listen))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="orchestrator",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     init = sub.add_parser("init", help="create certificates, config and the store")
     init.add_argument("--data-dir", required=True)

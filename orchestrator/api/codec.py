@@ -20,13 +20,15 @@ from typing import Any
 
 import yaml
 from google.protobuf import json_format
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from orchestrator.api.kinds import KindInfo, UnknownKindError, for_manifest, kind_info
 from orchestrator.api.pb import options_pb2
 
 _T = FieldDescriptor
+# Descriptors come from upb at run time; typed loosely on purpose.
+Descriptor = Any
 
 
 @dataclass(frozen=True)
@@ -56,18 +58,20 @@ def _fields(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
     return by_name
 
 
+_INT_OR_STRING: Any = options_pb2.int_or_string
+_QUANTITY: Any = options_pb2.quantity
+
+
 @cache
 def _is_loose_string(field: FieldDescriptor) -> bool:
     """Fields where Kubernetes also accepts a number and means its decimal text."""
     opts = field.GetOptions()
-    return bool(
-        opts.Extensions[options_pb2.int_or_string] or opts.Extensions[options_pb2.quantity]
-    )
+    return bool(opts.Extensions[_INT_OR_STRING] or opts.Extensions[_QUANTITY])
 
 
 @cache
 def _int_or_string(field: FieldDescriptor) -> bool:
-    return bool(field.GetOptions().Extensions[options_pb2.int_or_string])
+    return bool(field.GetOptions().Extensions[_INT_OR_STRING])
 
 
 def _type_name(value: Any) -> str:
@@ -88,21 +92,32 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
-_INT_TYPES = {_T.TYPE_INT32, _T.TYPE_INT64, _T.TYPE_UINT32, _T.TYPE_UINT64, _T.TYPE_SINT32,
-              _T.TYPE_SINT64, _T.TYPE_FIXED32, _T.TYPE_FIXED64, _T.TYPE_SFIXED32,
-              _T.TYPE_SFIXED64}
+_INT_TYPES = {
+    _T.TYPE_INT32,
+    _T.TYPE_INT64,
+    _T.TYPE_UINT32,
+    _T.TYPE_UINT64,
+    _T.TYPE_SINT32,
+    _T.TYPE_SINT64,
+    _T.TYPE_FIXED32,
+    _T.TYPE_FIXED64,
+    _T.TYPE_SFIXED32,
+    _T.TYPE_SFIXED64,
+}
 _INT32_RANGE = (-(2**31), 2**31 - 1)
 
 
 def _check_scalar(
-    field: FieldDescriptor, value: Any, path: str, errors: list[FieldError], loose: bool = False
+    field: Any, value: Any, path: str, errors: list[FieldError], loose: bool = False
 ) -> Any:
     t = field.type
     if t == _T.TYPE_STRING:
         if isinstance(value, str):
             return value
-        if (loose or _is_loose_string(field)) and isinstance(value, int | float) and not isinstance(
-            value, bool
+        if (
+            (loose or _is_loose_string(field))
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
         ):
             return str(int(value)) if float(value).is_integer() else str(value)
         errors.append(FieldError(path, f"expected a string, got {_type_name(value)}"))
@@ -164,7 +179,7 @@ def _check_message(
     return out
 
 
-def _check_field(field: FieldDescriptor, value: Any, path: str, errors: list[FieldError]) -> Any:
+def _check_field(field: Any, value: Any, path: str, errors: list[FieldError]) -> Any:
     if field.message_type is not None and field.message_type.GetOptions().map_entry:
         if not isinstance(value, dict):
             errors.append(FieldError(path, f"expected an object, got {_type_name(value)}"))
@@ -206,7 +221,7 @@ def describe_document(data: Any) -> str:
     if not isinstance(data, dict):
         return "document"
     kind = data.get("kind") or "object"
-    meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    meta: dict[str, Any] = data["metadata"] if isinstance(data.get("metadata"), dict) else {}
     name = meta.get("name") or meta.get("generateName") or "<unnamed>"
     ns = meta.get("namespace")
     return f'{kind} "{ns}/{name}"' if ns else f'{kind} "{name}"'
@@ -216,8 +231,9 @@ def manifest_kind(data: Any) -> KindInfo:
     if not isinstance(data, dict):
         raise DecodeError([FieldError("", f"expected an object, got {_type_name(data)}")])
     api_version, kind = data.get("apiVersion"), data.get("kind")
-    missing = [FieldError(f, "required") for f, v in (("apiVersion", api_version),
-                                                        ("kind", kind)) if not v]
+    missing = [
+        FieldError(f, "required") for f, v in (("apiVersion", api_version), ("kind", kind)) if not v
+    ]
     if missing:
         raise DecodeError(missing)
     if not isinstance(api_version, str) or not isinstance(kind, str):
@@ -249,7 +265,7 @@ def _restore_ints(descriptor: Descriptor, data: dict[str, Any]) -> None:
         return
     fields = _fields(descriptor)
     for key, value in data.items():
-        field = fields.get(key)
+        field: Any = fields.get(key)
         if field is None or field.type != _T.TYPE_MESSAGE:
             if field is not None and _int_or_string(field) and isinstance(value, str):
                 if value.isdigit():
@@ -305,18 +321,21 @@ def iter_documents(text: str, source: str) -> Iterator[tuple[str, Any]]:
 
     A JSON `List` (as `kubectl get -o json` prints) yields its items."""
     try:
-        docs = list(yaml.load_all(text, Loader=_ManifestLoader))  # noqa: S506
+        docs = list(yaml.load_all(text, Loader=_ManifestLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise DecodeError([FieldError("", f"malformed YAML{where}: {problem}")],
-                          where=source) from None
+        raise DecodeError(
+            [FieldError("", f"malformed YAML{where}: {problem}")], where=source
+        ) from None
     for index, doc in enumerate(docs):
         if doc is None:
             continue
-        if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(
-            doc.get("items"), list
+        if (
+            isinstance(doc, dict)
+            and doc.get("kind") == "List"
+            and isinstance(doc.get("items"), list)
         ):
             for j, item in enumerate(doc["items"]):
                 yield f"{source} (document {index + 1}, item {j + 1})", item

@@ -69,9 +69,7 @@ class Authenticator:
             ident = satoken.verify_sa_token(self._sa_public_pem, token)
         except satoken.TokenInvalid as exc:
             raise Unauthenticated(f"invalid bearer token: {exc}") from None
-        return UserInfo(
-            name=ident.username, groups=(*ident.groups, AUTHENTICATED), uid=ident.uid
-        )
+        return UserInfo(name=ident.username, groups=(*ident.groups, AUTHENTICATED), uid=ident.uid)
 
     def _bootstrap_user(self, presented: str) -> UserInfo:
         token_id, _ = tokens.parse_token(presented)

@@ -43,7 +43,9 @@ class Attributes:
 
     def describe(self) -> str:
         what = self.info.resource + (f"/{self.subresource}" if self.subresource else "")
-        where = f' in the namespace "{self.namespace}"' if self.namespace else " at the cluster scope"
+        where = (
+            f' in the namespace "{self.namespace}"' if self.namespace else " at the cluster scope"
+        )
         named = f' "{self.name}"' if self.name else ""
         return f"{self.verb} resource {what}{named}{where}"
 
@@ -107,7 +109,7 @@ class NodeAuthorizer:
     def authorize(self, user: UserInfo, attrs: Attributes) -> Decision:
         if not user.in_group(NODES) or not user.name.startswith(NODE_PREFIX):
             return NO_OPINION
-        node = user.name[len(NODE_PREFIX):]
+        node = user.name[len(NODE_PREFIX) :]
         kind = attrs.info.kind
         rule = getattr(self, f"_{kind.lower()}", None)
         if rule is None:
@@ -125,8 +127,11 @@ class NodeAuthorizer:
         return a.verb in ("create", "update", "apply") and a.name == node
 
     def _lease(self, node: str, a: Attributes, user: UserInfo) -> bool:
-        return a.namespace == NODE_LEASE_NAMESPACE and a.name == node and a.verb in (
-            "get", "create", "update", "apply", "delete")
+        return (
+            a.namespace == NODE_LEASE_NAMESPACE
+            and a.name == node
+            and a.verb in ("get", "create", "update", "apply", "delete")
+        )
 
     def _pod(self, node: str, a: Attributes, user: UserInfo) -> bool:
         if a.verb in ("list", "watch"):
@@ -191,8 +196,10 @@ def _node_filter(namespace: str, node: str) -> Any:
     from orchestrator.api.selectors import parse_field_selector
     from orchestrator.apiserver.cache import Filter
 
-    return Filter(namespace=namespace,
-                  fields=parse_field_selector(f"spec.nodeName={node}", ("spec.nodeName",)))
+    return Filter(
+        namespace=namespace,
+        fields=parse_field_selector(f"spec.nodeName={node}", ("spec.nodeName",)),
+    )
 
 
 def pod_references(pod: Any, what: str) -> set[str]:
@@ -242,9 +249,11 @@ class UnionAuthorizer:
 
 
 def default_authorizer(cache: WatchCache) -> UnionAuthorizer:
-    return UnionAuthorizer([
-        AdminAuthorizer(),
-        SystemComponentAuthorizer(),
-        NodeAuthorizer(cache),
-        BootstrapAuthorizer(cache),
-    ])
+    return UnionAuthorizer(
+        [
+            AdminAuthorizer(),
+            SystemComponentAuthorizer(),
+            NodeAuthorizer(cache),
+            BootstrapAuthorizer(cache),
+        ]
+    )

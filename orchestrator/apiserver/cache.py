@@ -125,9 +125,7 @@ class WatchCache:
     def __init__(self, store: Store, *, history: int = 100_000) -> None:
         self._store = store
         self._by_resource = {info.resource: info for info in all_kinds()}
-        self._objects: dict[str, dict[str, CachedObject]] = {
-            info.kind: {} for info in all_kinds()
-        }
+        self._objects: dict[str, dict[str, CachedObject]] = {info.kind: {} for info in all_kinds()}
         self._events: collections.deque[CacheEvent] = collections.deque(maxlen=history)
         self._watchers: dict[str, set[Watcher]] = {info.kind: set() for info in all_kinds()}
         self.revision = 0
@@ -275,13 +273,6 @@ class WatchCache:
             return len(self._objects[info.kind])
         prefix = info.prefix(namespace)
         return sum(1 for k in self._objects[info.kind] if k.startswith(prefix))
-
-    def namespaces_in_use(self, namespace: str) -> list[KindInfo]:
-        return [
-            info
-            for info in all_kinds()
-            if info.namespaced and self.count(info, namespace)
-        ]
 
     # -- watches -----------------------------------------------------------------
 

@@ -43,8 +43,16 @@ ORPHAN = "orphan"
 NAMESPACE_FINALIZER = "kubernetes"
 # Kinds whose status a client may not set on create: controllers own it.
 _STATUS_RESET_ON_CREATE = {
-    "Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "CronJob",
-    "HorizontalPodAutoscaler", "PersistentVolumeClaim", "CertificateSigningRequest", "Namespace",
+    "Deployment",
+    "ReplicaSet",
+    "StatefulSet",
+    "DaemonSet",
+    "Job",
+    "CronJob",
+    "HorizontalPodAutoscaler",
+    "PersistentVolumeClaim",
+    "CertificateSigningRequest",
+    "Namespace",
 }
 _UNCONDITIONAL_RETRIES = 10
 
@@ -185,8 +193,9 @@ class Registry:
         self._scope(info, obj)
         m = meta(obj)
         if not m.name:
-            raise Invalid(_label(info, m.namespace, "<unnamed>"),
-                          [FieldError("metadata.name", "required")])
+            raise Invalid(
+                _label(info, m.namespace, "<unnamed>"), [FieldError("metadata.name", "required")]
+            )
         await self.consistent()
         unconditional = not m.resource_version
         for _attempt in range(_UNCONDITIONAL_RETRIES):
@@ -388,15 +397,20 @@ class Registry:
     # -- apply -----------------------------------------------------------------------
 
     async def apply(
-        self, manifest: dict[str, Any], user: UserInfo, *, default_namespace: str = "",
+        self,
+        manifest: dict[str, Any],
+        user: UserInfo,
+        *,
+        default_namespace: str = "",
         dry_run: bool = False,
     ) -> tuple[Message, str]:
         info = codec.manifest_kind(manifest)
         config = json.loads(json.dumps(manifest))  # private deep copy
         meta_dict = config.setdefault("metadata", {})
         if not isinstance(meta_dict, dict):
-            raise Invalid(codec.describe_document(manifest),
-                          [FieldError("metadata", "expected an object")])
+            raise Invalid(
+                codec.describe_document(manifest), [FieldError("metadata", "expected an object")]
+            )
         annotations = meta_dict.get("annotations") or {}
         annotations.pop(LAST_APPLIED, None)
         if annotations:
@@ -405,8 +419,10 @@ class Registry:
             meta_dict.pop("annotations", None)
         name = meta_dict.get("name")
         if not name:
-            raise Invalid(codec.describe_document(manifest),
-                          [FieldError("metadata.name", "required: apply needs a name")])
+            raise Invalid(
+                codec.describe_document(manifest),
+                [FieldError("metadata.name", "required: apply needs a name")],
+            )
         if info.namespaced:
             meta_dict["namespace"] = meta_dict.get("namespace") or default_namespace or "default"
         else:
@@ -462,4 +478,3 @@ def _decode(info: KindInfo, data: dict[str, Any]) -> Message:
 
 def _after(seconds: int) -> str:
     return (datetime.now(UTC) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
-

@@ -121,15 +121,20 @@ class ApiServer:
             raise OSError(f"could not listen on {self.listen}")
         if self.token_listen is not None:
             self.token_port = server.add_secure_port(
-                self.token_listen, self._credentials(client_certs=False))
+                self.token_listen, self._credentials(client_certs=False)
+            )
             if self.token_port == 0:
                 raise OSError(f"could not listen on {self.token_listen}")
         await server.start()
         self._server = server
         self._tasks.append(asyncio.create_task(self.service.run_bookmarks()))
         self._tasks.append(asyncio.create_task(self._compact_loop()))
-        log.info("apiserver listening on %s (port %d; token port %d)",
-                 self.listen, self.port, self.token_port)
+        log.info(
+            "apiserver listening on %s (port %d; token port %d)",
+            self.listen,
+            self.port,
+            self.token_port,
+        )
 
     async def _compact_loop(self) -> None:
         """Keep store history bounded, as kube-apiserver asks etcd to."""

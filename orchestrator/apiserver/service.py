@@ -125,10 +125,12 @@ class ApiService(pb_grpc.ApiServicer):
     async def List(self, request: pb.ListRequest, context: Any) -> pb.ListResponse:
         async def run(user: UserInfo) -> pb.ListResponse:
             info = _kind(request.kind)
-            flt = self._filter(info, request.namespace, request.label_selector,
-                               request.field_selector)
-            self._authorize(user, Attributes("list", info, flt.namespace,
-                                             field_selector=flt.fields))
+            flt = self._filter(
+                info, request.namespace, request.label_selector, request.field_selector
+            )
+            self._authorize(
+                user, Attributes("list", info, flt.namespace, field_selector=flt.fields)
+            )
             await self.registry.consistent()
             revision = self.cache.revision
             items = self.cache.list(info, flt)
@@ -139,8 +141,12 @@ class ApiService(pb_grpc.ApiServicer):
             if request.limit > 0 and len(items) > request.limit:
                 items = items[: request.limit]
                 token = json.dumps([items[-1].namespace, items[-1].name])
-            return pb.ListResponse(kind=info.kind, items=[o.raw for o in items],
-                                   resource_version=str(revision), continue_token=token)
+            return pb.ListResponse(
+                kind=info.kind,
+                items=[o.raw for o in items],
+                resource_version=str(revision),
+                continue_token=token,
+            )
 
         return await self._call(context, run)
 
@@ -151,8 +157,11 @@ class ApiService(pb_grpc.ApiServicer):
             ns = (m.namespace or "default") if info.namespaced else ""
             sub = "status" if request.status else ""
             self._authorize(user, Attributes("update", info, ns, m.name, sub, obj=obj))
-            return _wrap(await self.registry.update(obj, user, status=request.status,
-                                                    dry_run=request.dry_run))
+            return _wrap(
+                await self.registry.update(
+                    obj, user, status=request.status, dry_run=request.dry_run
+                )
+            )
 
         return await self._call(context, run)
 
@@ -161,10 +170,14 @@ class ApiService(pb_grpc.ApiServicer):
             info = _kind(request.kind)
             ns = (request.namespace or "default") if info.namespaced else ""
             self._authorize(user, Attributes("delete", info, ns, request.name))
-            grace = (request.grace_period_seconds
-                     if request.HasField("grace_period_seconds") else None)
+            grace = (
+                request.grace_period_seconds if request.HasField("grace_period_seconds") else None
+            )
             obj, gone = await self.registry.delete(
-                info, ns, request.name, grace_period=grace,
+                info,
+                ns,
+                request.name,
+                grace_period=grace,
                 propagation=request.propagation_policy,
                 precondition_uid=request.precondition_uid,
                 precondition_rv=request.precondition_resource_version,
@@ -182,34 +195,38 @@ class ApiService(pb_grpc.ApiServicer):
                 raise BadRequest(f"the manifest is not valid JSON: {exc}") from None
             info = codec.manifest_kind(manifest)
             md = codec.meta_of(manifest)
-            ns = (md.get("namespace") or request.default_namespace or "default"
-                  if info.namespaced else "")
+            ns = (
+                md.get("namespace") or request.default_namespace or "default"
+                if info.namespaced
+                else ""
+            )
             self._authorize(user, Attributes("create", info, ns, str(md.get("name", ""))))
             self._authorize(user, Attributes("update", info, ns, str(md.get("name", ""))))
             obj, outcome = await self.registry.apply(
-                manifest, user, default_namespace=request.default_namespace,
-                dry_run=request.dry_run)
+                manifest, user, default_namespace=request.default_namespace, dry_run=request.dry_run
+            )
             return pb.ApplyResponse(object=_wrap(obj), outcome=outcome)
 
         return await self._call(context, run)
 
     async def Version(self, request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
         async def run(user: UserInfo) -> pb.VersionResponse:
-            return pb.VersionResponse(version=__version__, store=self.store_name,
-                                      user=user.name, groups=list(user.groups))
+            return pb.VersionResponse(
+                version=__version__, store=self.store_name, user=user.name, groups=list(user.groups)
+            )
 
         return await self._call(context, run)
 
-    async def Watch(
-        self, request: pb.WatchRequest, context: Any
-    ) -> AsyncIterator[pb.WatchEvent]:
+    async def Watch(self, request: pb.WatchRequest, context: Any) -> AsyncIterator[pb.WatchEvent]:
         try:
             user = self.authn.authenticate(context)
             info = _kind(request.kind)
-            flt = self._filter(info, request.namespace, request.label_selector,
-                               request.field_selector)
-            self._authorize(user, Attributes("watch", info, flt.namespace,
-                                             field_selector=flt.fields))
+            flt = self._filter(
+                info, request.namespace, request.label_selector, request.field_selector
+            )
+            self._authorize(
+                user, Attributes("watch", info, flt.namespace, field_selector=flt.fields)
+            )
             rv = request.resource_version
             if rv in ("", "0"):
                 from_revision = None
@@ -217,8 +234,10 @@ class ApiService(pb_grpc.ApiServicer):
                 try:
                     from_revision = int(rv)
                 except ValueError:
-                    raise Invalid("watch", [codec.FieldError(
-                        "resourceVersion", f'"{rv}" is not a resource version')]) from None
+                    raise Invalid(
+                        "watch",
+                        [codec.FieldError("resourceVersion", f'"{rv}" is not a resource version')],
+                    ) from None
             events = self.cache.watch(info, flt, from_revision)
             try:
                 async for item in events:
@@ -226,12 +245,14 @@ class ApiService(pb_grpc.ApiServicer):
                         return  # closed by the server: the client re-watches or relists
                     if isinstance(item, int):
                         if request.allow_bookmarks:
-                            yield pb.WatchEvent(type="BOOKMARK", kind=info.kind,
-                                                resource_version=str(item))
+                            yield pb.WatchEvent(
+                                type="BOOKMARK", kind=info.kind, resource_version=str(item)
+                            )
                         continue
                     type_, obj = item
-                    yield pb.WatchEvent(type=type_, kind=info.kind, raw=obj.raw,
-                                        resource_version=str(obj.revision))
+                    yield pb.WatchEvent(
+                        type=type_, kind=info.kind, raw=obj.raw, resource_version=str(obj.revision)
+                    )
             finally:
                 await events.aclose()  # type: ignore[attr-defined]
         except ApiError as exc:

@@ -116,7 +116,7 @@ def secure_channel(conn: Connection, *, target_name: str | None = None) -> grpc.
         private_key=conn.key_pem or None,
         certificate_chain=conn.cert_pem or None,
     )
-    options = list(CHANNEL_OPTIONS)
+    options: list[tuple[str, Any]] = list(CHANNEL_OPTIONS)
     if target_name:
         options.append(("grpc.ssl_target_name_override", target_name))
     if conn.token:
@@ -153,17 +153,20 @@ class Client:
     # -- verbs -------------------------------------------------------------------
 
     async def create(self, obj: M, *, dry_run: bool = False) -> M:
-        resp = await self._unary(self._stub.Create, pb.CreateRequest(
-            object=pb.Object(kind=obj.kind, raw=obj.SerializeToString()),  # type: ignore[attr-defined]
-            dry_run=dry_run))
+        resp = await self._unary(
+            self._stub.Create,
+            pb.CreateRequest(
+                object=pb.Object(kind=obj.kind, raw=obj.SerializeToString()),  # type: ignore[attr-defined]
+                dry_run=dry_run,
+            ),
+        )
         result: M = _decode(kind_info(resp.kind), resp.raw)
         return result
 
     async def get(self, kind: str, name: str, namespace: str | None = None) -> Any:
         info = kind_info(kind)
         ns = (namespace or self.namespace) if info.namespaced else ""
-        resp = await self._unary(self._stub.Get, pb.GetRequest(kind=kind, namespace=ns,
-                                                                  name=name))
+        resp = await self._unary(self._stub.Get, pb.GetRequest(kind=kind, namespace=ns, name=name))
         return _decode(info, resp.raw)
 
     async def list(
@@ -179,11 +182,20 @@ class Client:
     ) -> ObjectList:
         info = kind_info(kind)
         ns = "" if all_namespaces or not info.namespaced else (namespace or self.namespace)
-        resp = await self._unary(self._stub.List, pb.ListRequest(
-            kind=kind, namespace=ns, label_selector=label_selector,
-            field_selector=field_selector, limit=limit, continue_token=continue_token))
-        return ObjectList([_decode(info, raw) for raw in resp.items], resp.resource_version,
-                          resp.continue_token)
+        resp = await self._unary(
+            self._stub.List,
+            pb.ListRequest(
+                kind=kind,
+                namespace=ns,
+                label_selector=label_selector,
+                field_selector=field_selector,
+                limit=limit,
+                continue_token=continue_token,
+            ),
+        )
+        return ObjectList(
+            [_decode(info, raw) for raw in resp.items], resp.resource_version, resp.continue_token
+        )
 
     async def update(self, obj: M, *, dry_run: bool = False) -> M:
         return await self._update(obj, status=False, dry_run=dry_run)
@@ -192,9 +204,14 @@ class Client:
         return await self._update(obj, status=True, dry_run=False)
 
     async def _update(self, obj: M, *, status: bool, dry_run: bool) -> M:
-        resp = await self._unary(self._stub.Update, pb.UpdateRequest(
-            object=pb.Object(kind=obj.kind, raw=obj.SerializeToString()),  # type: ignore[attr-defined]
-            status=status, dry_run=dry_run))
+        resp = await self._unary(
+            self._stub.Update,
+            pb.UpdateRequest(
+                object=pb.Object(kind=obj.kind, raw=obj.SerializeToString()),  # type: ignore[attr-defined]
+                status=status,
+                dry_run=dry_run,
+            ),
+        )
         result: M = _decode(kind_info(resp.kind), resp.raw)
         return result
 
@@ -213,9 +230,14 @@ class Client:
         grace period still hold the object."""
         info = kind_info(kind)
         ns = (namespace or self.namespace) if info.namespaced else ""
-        req = pb.DeleteRequest(kind=kind, namespace=ns, name=name,
-                               propagation_policy=propagation,
-                               precondition_uid=precondition_uid, dry_run=dry_run)
+        req = pb.DeleteRequest(
+            kind=kind,
+            namespace=ns,
+            name=name,
+            propagation_policy=propagation,
+            precondition_uid=precondition_uid,
+            dry_run=dry_run,
+        )
         if grace_period is not None:
             req.grace_period_seconds = grace_period
         resp = await self._unary(self._stub.Delete, req)
@@ -225,9 +247,14 @@ class Client:
         self, manifest: dict[str, Any], *, namespace: str | None = None, dry_run: bool = False
     ) -> tuple[Any, str]:
         """Create or three-way-merge update; returns (object, outcome)."""
-        resp = await self._unary(self._stub.Apply, pb.ApplyRequest(
-            manifest_json=json.dumps(manifest), default_namespace=namespace or self.namespace,
-            dry_run=dry_run))
+        resp = await self._unary(
+            self._stub.Apply,
+            pb.ApplyRequest(
+                manifest_json=json.dumps(manifest),
+                default_namespace=namespace or self.namespace,
+                dry_run=dry_run,
+            ),
+        )
         return _decode(kind_info(resp.object.kind), resp.object.raw), resp.outcome
 
     async def version(self) -> pb.VersionResponse:
@@ -249,10 +276,16 @@ class Client:
         resource_version is too old (list again, then watch from the list's)."""
         info = kind_info(kind)
         ns = "" if all_namespaces or not info.namespaced else (namespace or self.namespace)
-        call = self._stub.Watch(pb.WatchRequest(
-            kind=kind, namespace=ns, resource_version=resource_version,
-            label_selector=label_selector, field_selector=field_selector,
-            allow_bookmarks=allow_bookmarks))
+        call = self._stub.Watch(
+            pb.WatchRequest(
+                kind=kind,
+                namespace=ns,
+                resource_version=resource_version,
+                label_selector=label_selector,
+                field_selector=field_selector,
+                allow_bookmarks=allow_bookmarks,
+            )
+        )
         try:
             async for ev in call:
                 obj = _decode(info, ev.raw) if ev.type != "BOOKMARK" else None

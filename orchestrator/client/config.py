@@ -126,8 +126,9 @@ class ConfigFile:
     def connection(self, context: str | None = None) -> Connection:
         name = context or self.current_context
         if not name:
-            raise ConfigError(f"{self.path}: no current-context is set; use `orchctl config "
-                              "use-context NAME`")
+            raise ConfigError(
+                f"{self.path}: no current-context is set; use `orchctl config use-context NAME`"
+            )
         ctx = self.context(name)
         cluster = _named(self.data["clusters"], str(ctx.get("cluster")), "cluster", self.path)
         user = _named(self.data["users"], str(ctx.get("user")), "user", self.path)
@@ -165,8 +166,12 @@ class ConfigFile:
         namespace: str = "default",
         make_current: bool = True,
     ) -> None:
-        self.set_entry("clusters", cluster, "cluster",
-                       {"server": server, "certificate-authority-data": _b64(ca_pem)})
+        self.set_entry(
+            "clusters",
+            cluster,
+            "cluster",
+            {"server": server, "certificate-authority-data": _b64(ca_pem)},
+        )
         user_body: dict[str, Any] = {}
         if cert_pem:
             user_body["client-certificate-data"] = _b64(cert_pem)
@@ -174,7 +179,8 @@ class ConfigFile:
         if token:
             user_body["token"] = token
         self.set_entry("users", user, "user", user_body)
-        self.set_entry("contexts", name, "context",
-                       {"cluster": cluster, "user": user, "namespace": namespace})
+        self.set_entry(
+            "contexts", name, "context", {"cluster": cluster, "user": user, "namespace": namespace}
+        )
         if make_current or not self.current_context:
             self.data["current-context"] = name

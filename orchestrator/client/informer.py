@@ -76,8 +76,12 @@ class Informer:
 
     async def _list(self) -> None:
         listed = await self.client.list(
-            self.kind, self.namespace, label_selector=self.label_selector,
-            field_selector=self.field_selector, all_namespaces=not self.namespace)
+            self.kind,
+            self.namespace,
+            label_selector=self.label_selector,
+            field_selector=self.field_selector,
+            all_namespaces=not self.namespace,
+        )
         fresh = {cache_key(o): o for o in listed.items}
         old = self._items
         self._items = fresh
@@ -102,9 +106,13 @@ class Informer:
                     self.synced.set()
                     need_list = False
                 async for ev in self.client.watch(
-                    self.kind, self.namespace, resource_version=self.resource_version,
-                    label_selector=self.label_selector, field_selector=self.field_selector,
-                    all_namespaces=not self.namespace, allow_bookmarks=True,
+                    self.kind,
+                    self.namespace,
+                    resource_version=self.resource_version,
+                    label_selector=self.label_selector,
+                    field_selector=self.field_selector,
+                    all_namespaces=not self.namespace,
+                    allow_bookmarks=True,
                 ):
                     backoff = 0.2
                     self.resource_version = ev.resource_version or self.resource_version

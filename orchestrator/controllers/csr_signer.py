@@ -35,7 +35,7 @@ def review(csr: Any) -> tuple[bool, str]:
     if BOOTSTRAPPERS in spec.groups:
         expected = None  # a joining node may name itself
     elif spec.username.startswith(NODE_PREFIX):
-        expected = spec.username[len(NODE_PREFIX):]  # a node renews only its own identity
+        expected = spec.username[len(NODE_PREFIX) :]  # a node renews only its own identity
     else:
         return False, f'user "{spec.username}" may not request node client certificates'
     problem = csrlib.node_client_csr_problem(request, expected)
@@ -74,6 +74,9 @@ class CSRSigner(Controller):
         if approve:
             seconds = csr.spec.expiration_seconds or int(DEFAULT_DURATION.total_seconds())
             csr.status.certificate = csrlib.sign_csr(
-                self.ca, csr.spec.request, valid_seconds=max(600, seconds),
-                usages=("digital signature", "client auth"))
+                self.ca,
+                csr.spec.request,
+                valid_seconds=max(600, seconds),
+                usages=("digital signature", "client auth"),
+            )
         await self.client.update_status(csr)

@@ -66,6 +66,7 @@ class GarbageCollector(Controller):
             self.uids[m.uid] = (kind, cache_key(obj))
             if m.owner_references or m.deletion_timestamp:
                 self.queue.add(f"{kind}|{cache_key(obj)}")
+
         return handle
 
     def _dependents_of(self, uid: str) -> list[tuple[str, str]]:
@@ -109,8 +110,9 @@ class GarbageCollector(Controller):
                 return
         log.info("deleting %s %s/%s: its owners are gone", kind, m.namespace, m.name)
         try:
-            await self.client.delete(kind, m.name, m.namespace or None,
-                                     precondition_uid=m.uid, propagation="Background")
+            await self.client.delete(
+                kind, m.name, m.namespace or None, precondition_uid=m.uid, propagation="Background"
+            )
         except NotFoundError:
             pass
 
@@ -138,8 +140,9 @@ class GarbageCollector(Controller):
             if dep is None or meta(dep).deletion_timestamp:
                 continue
             try:
-                await self.client.delete(dep_kind, meta(dep).name, meta(dep).namespace or None,
-                                         propagation="Foreground")
+                await self.client.delete(
+                    dep_kind, meta(dep).name, meta(dep).namespace or None, propagation="Foreground"
+                )
             except NotFoundError:
                 pass
         if dependents:
@@ -184,4 +187,3 @@ class GarbageCollector(Controller):
         except NotFoundError:
             pass
         log.info("namespace %s emptied and deleted", name)
-

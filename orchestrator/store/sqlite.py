@@ -242,7 +242,9 @@ class SqliteStore:
         mode: str,
         expected: int | None,
     ) -> int:
-        row = conn.execute("SELECT value, create_rev, mod_rev FROM kv WHERE key=?", (key,)).fetchone()
+        row = conn.execute(
+            "SELECT value, create_rev, mod_rev FROM kv WHERE key=?", (key,)
+        ).fetchone()
         if mode == "create":
             if row is not None:
                 raise KeyExistsError(key)
@@ -270,7 +272,9 @@ class SqliteStore:
     def _do_delete(
         self, conn: sqlite3.Connection, events: list[WatchEvent], key: str, expected: int | None
     ) -> int:
-        row = conn.execute("SELECT value, create_rev, mod_rev FROM kv WHERE key=?", (key,)).fetchone()
+        row = conn.execute(
+            "SELECT value, create_rev, mod_rev FROM kv WHERE key=?", (key,)
+        ).fetchone()
         if row is None:
             raise KeyNotFoundError(key)
         if expected is not None and row[2] != expected:

@@ -17,11 +17,14 @@ WRITERS = 32
 
 
 def config_map(name: str) -> object:
-    return codec.from_dict({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": "durable"},
-        "data": {"payload": name * 20},
-    })
+    return codec.from_dict(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "durable"},
+            "data": {"payload": name * 20},
+        }
+    )
 
 
 async def write_until_killed(client: Client, acked: set[str], stop: asyncio.Event) -> None:
@@ -42,8 +45,15 @@ async def write_until_killed(client: Client, acked: set[str], stop: asyncio.Even
 async def test_acknowledged_writes_survive_kill_9(fresh_control_plane: ControlPlane) -> None:
     cp = fresh_control_plane
     async with cp.client() as client:
-        await client.create(codec.from_dict({  # type: ignore[arg-type]
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "durable"}}))
+        await client.create(
+            codec.from_dict(
+                {  # type: ignore[arg-type]
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": "durable"},
+                }
+            )
+        )
     acked: set[str] = set()
     stop = asyncio.Event()
     client = Client(cp.connection(), timeout=5.0)
@@ -65,7 +75,9 @@ async def test_acknowledged_writes_survive_kill_9(fresh_control_plane: ControlPl
     async with cp.client() as client:
         stored = {cm.metadata.name for cm in (await client.list("ConfigMap", "durable")).items}
         lost = acked - stored
-        assert not lost, f"{len(lost)} acknowledged writes lost after kill -9, e.g. {sorted(lost)[:5]}"
+        assert not lost, (
+            f"{len(lost)} acknowledged writes lost after kill -9, e.g. {sorted(lost)[:5]}"
+        )
         # And the store is healthy afterwards: new writes and reads work.
         await client.create(config_map("after-restart"))  # type: ignore[arg-type]
         got = await client.get("ConfigMap", "after-restart", "durable")

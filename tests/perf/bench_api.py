@@ -19,7 +19,6 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,27 +40,46 @@ def pct(values: list[float], p: float) -> float:
 
 
 def pod(name: str, namespace: str) -> Any:
-    return codec.from_dict({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": {"app": "bench"}},
-        "spec": {"containers": [{
-            "name": "app", "image": "busybox:1.36", "command": ["sleep", "3600"],
-            "resources": {"requests": {"cpu": "10m", "memory": "8Mi"}},
-        }]},
-    })
+    return codec.from_dict(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"app": "bench"}},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "app",
+                        "image": "busybox:1.36",
+                        "command": ["sleep", "3600"],
+                        "resources": {"requests": {"cpu": "10m", "memory": "8Mi"}},
+                    }
+                ]
+            },
+        }
+    )
 
 
 def config_map(name: str, namespace: str) -> Any:
-    return codec.from_dict({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": namespace},
-        "data": {"key": "value"},
-    })
+    return codec.from_dict(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace},
+            "data": {"key": "value"},
+        }
+    )
 
 
 async def ensure_namespace(client: Client, name: str) -> None:
-    await client.create(codec.from_dict({  # type: ignore[arg-type]
-        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+    await client.create(
+        codec.from_dict(
+            {  # type: ignore[arg-type]
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name},
+            }
+        )
+    )
 
 
 async def bench_creates(cp: ControlPlane, concurrency: int, total: int, ns: str) -> dict[str, Any]:
@@ -218,8 +236,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             print("watch delivery...", flush=True)
             results["watch_100"] = await bench_watch(cp, 100, int(20 * max(scale, 0.5)), "watch")
             print(" ", results["watch_100"], flush=True)
-            results["watch_1000"] = await bench_watch(cp, 1000, int(20 * max(scale, 0.5)),
-                                                      "watch")
+            results["watch_1000"] = await bench_watch(cp, 1000, int(20 * max(scale, 0.5)), "watch")
             print(" ", results["watch_1000"], flush=True)
             stored = results["create_1"]["creates"] + results["create_32"]["creates"]
             target = int(10000 * scale)
@@ -237,11 +254,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             print(" ", results["etcd_put_32"], flush=True)
     results["ratios"] = {
         "create_1_vs_etcd_put_1": round(
-            results["create_1"]["creates_per_s"] / results["etcd_put_1"]["puts_per_s"], 3),
+            results["create_1"]["creates_per_s"] / results["etcd_put_1"]["puts_per_s"], 3
+        ),
         "create_32_vs_etcd_put_32": round(
-            results["create_32"]["creates_per_s"] / results["etcd_put_32"]["puts_per_s"], 3),
+            results["create_32"]["creates_per_s"] / results["etcd_put_32"]["puts_per_s"], 3
+        ),
         "create_32_p99_vs_etcd_p99": round(
-            results["create_32"]["p99_ms"] / results["etcd_put_32"]["p99_ms"], 3),
+            results["create_32"]["p99_ms"] / results["etcd_put_32"]["p99_ms"], 3
+        ),
     }
     results["targets"] = {
         "creates_per_s_32 >= 1000": results["create_32"]["creates_per_s"] >= 1000,
@@ -253,8 +273,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="a fifth of the work (smoke run)")
     parser.add_argument("--out", default=str(REPO / "bench-results" / "bench_api.json"))
     args = parser.parse_args()

@@ -72,13 +72,23 @@ class ControlPlane:
     # -- lifecycle -----------------------------------------------------------------
 
     def initialise(self) -> str:
-        cmd = [sys.executable, "-m", "orchestrator.server_main", "init",
-               "--data-dir", str(self.data_dir), "--port", str(self.port),
-               "--store", self.store]
+        cmd = [
+            sys.executable,
+            "-m",
+            "orchestrator.server_main",
+            "init",
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+            "--store",
+            self.store,
+        ]
         if self.etcd_endpoints:
             cmd += ["--etcd-endpoints", self.etcd_endpoints, "--etcd-prefix", self.etcd_prefix]
-        out = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=60,
-                             check=False)
+        out = subprocess.run(
+            cmd, env=_env(), capture_output=True, text=True, timeout=60, check=False
+        )
         if out.returncode != 0:
             raise RuntimeError(f"orchestrator init failed: {out.stderr}{out.stdout}")
         for line in out.stdout.splitlines():
@@ -91,9 +101,19 @@ class ControlPlane:
             self.initialise()
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.server_main", "serve",
-             "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}"],
-            env=_env(), stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "orchestrator.server_main",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--listen",
+                f"127.0.0.1:{self.port}",
+            ],
+            env=_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         self.wait_ready(timeout)
@@ -103,8 +123,9 @@ class ControlPlane:
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"orchestrator serve exited with {self.proc.returncode}:\n"
-                                   f"{self.log_tail()}")
+                raise RuntimeError(
+                    f"orchestrator serve exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
             try:
                 # In a thread of its own, so this works inside a running event loop too.
                 with ThreadPoolExecutor(1) as pool:
@@ -138,8 +159,9 @@ class ControlPlane:
         self.start()
         return self
 
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     # -- access --------------------------------------------------------------------

@@ -12,6 +12,4 @@ from orchestrator.apiserver.admission.policy import check_quota_and_policy
 from orchestrator.apiserver.admission.prepare import normalize, prepare_create
 from orchestrator.apiserver.admission.validation import validate
 
-__all__ = [
-    "apply_defaults", "check_quota_and_policy", "normalize", "prepare_create", "validate"
-]
+__all__ = ["apply_defaults", "check_quota_and_policy", "normalize", "prepare_create", "validate"]

@@ -14,8 +14,10 @@ if TYPE_CHECKING:
     from orchestrator.apiserver.cache import WatchCache
 
 # Built in, as in Kubernetes.
-SYSTEM_PRIORITY_CLASSES = {"system-cluster-critical": 2000000000,
-                           "system-node-critical": 2000001000}
+SYSTEM_PRIORITY_CLASSES = {
+    "system-cluster-critical": 2000000000,
+    "system-node-critical": 2000001000,
+}
 
 
 async def check_quota_and_policy(obj: Message, cache: WatchCache) -> None:
@@ -26,8 +28,11 @@ async def check_quota_and_policy(obj: Message, cache: WatchCache) -> None:
         if pc is None and name not in SYSTEM_PRIORITY_CLASSES:
             raise Invalid(
                 f'pods "{o.metadata.name}"',
-                [FieldError("spec.priorityClassName",
-                            f'no PriorityClass with name "{name}" was found')],
+                [
+                    FieldError(
+                        "spec.priorityClassName", f'no PriorityClass with name "{name}" was found'
+                    )
+                ],
             )
         value = SYSTEM_PRIORITY_CLASSES.get(name)
         if pc is not None:
