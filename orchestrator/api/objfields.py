@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from google.protobuf.message import Message
@@ -9,12 +10,19 @@ from google.protobuf.message import Message
 from orchestrator.api.kinds import KindInfo
 
 
+@cache
+def _attribute_path(path: str) -> tuple[str, ...]:
+    """`spec.nodeName` -> ("spec", "node_name"): JSON names to message attributes."""
+    return tuple(
+        "".join("_" + c.lower() if c.isupper() else c for c in part) for part in path.split(".")
+    )
+
+
 def _lookup(obj: Any, path: str) -> str:
-    for part in path.split("."):
-        snake = "".join("_" + c.lower() if c.isupper() else c for c in part)
-        if not hasattr(obj, snake):
+    for attr in _attribute_path(path):
+        obj = getattr(obj, attr, None)
+        if obj is None:
             return ""
-        obj = getattr(obj, snake)
     if isinstance(obj, bool):
         return "true" if obj else "false"
     return str(obj)
