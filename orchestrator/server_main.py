@@ -212,7 +212,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=logging.INFO if not args.verbose else logging.DEBUG,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(serve(Path(args.data_dir).resolve(), args.listen))
+    asyncio.run(
+        serve(
+            Path(args.data_dir).resolve(),
+            args.listen,
+            bookmark_interval=args.bookmark_interval,
+            watch_cache_size=args.watch_cache_size,
+        )
+    )
     return 0
 
 
@@ -236,6 +243,18 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="run the control plane")
     srv.add_argument("--data-dir", required=True)
     srv.add_argument("--listen", default=None, help="address:port (default 0.0.0.0:<port>)")
+    srv.add_argument(
+        "--bookmark-interval",
+        type=float,
+        default=30.0,
+        help="seconds between watch bookmarks (default 30)",
+    )
+    srv.add_argument(
+        "--watch-cache-size",
+        type=int,
+        default=100_000,
+        help="events kept for watches that resume from a resourceVersion",
+    )
     srv.add_argument("-v", "--verbose", action="store_true")
     srv.set_defaults(func=cmd_serve)
     return parser

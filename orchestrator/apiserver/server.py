@@ -75,6 +75,7 @@ class ApiServer:
         token_listen: str | None = None,
         store_name: str = "sqlite",
         bookmark_interval: float = 30.0,
+        watch_cache_size: int = 100_000,
         compact_every: float = 300.0,
         keep_revisions: int = 100_000,
     ) -> None:
@@ -82,7 +83,7 @@ class ApiServer:
         self.store = store
         self.listen = listen
         self.token_listen = token_listen
-        self.cache = WatchCache(store)
+        self.cache = WatchCache(store, history=watch_cache_size)
         self.registry = Registry(store, self.cache)
         self.service = ApiService(
             self.registry,

@@ -58,6 +58,7 @@ class ControlPlane:
         etcd_prefix: str = "",
         port: int | None = None,
         init: bool = True,
+        serve_args: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
         self.store = store
@@ -67,6 +68,7 @@ class ControlPlane:
         self.proc: subprocess.Popen[bytes] | None = None
         self.join_command = ""
         self._init = init
+        self.serve_args = serve_args
         self.log_path = data_dir / "serve.log"
 
     # -- lifecycle -----------------------------------------------------------------
