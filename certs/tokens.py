@@ -133,7 +133,15 @@ class BootstrapToken:
             for k in d
             if k.startswith(KEY_USAGE_PREFIX) and text(k) == "true"
         )
-        groups = [g for g in text(KEY_EXTRA_GROUPS).split(",") if g]
+        groups = [g.strip() for g in text(KEY_EXTRA_GROUPS).split(",") if g.strip()]
+        # As Kubernetes: a bootstrap token may only add bootstrapper groups, so a
+        # Secret cannot turn a token into, say, system:masters.
+        bad = [g for g in groups if not g.startswith(BOOTSTRAPPERS_GROUP + ":")]
+        if bad:
+            raise TokenFormatError(
+                f"bootstrap token {token_id}: extra groups {bad} must start with "
+                f"{BOOTSTRAPPERS_GROUP}:"
+            )
         return cls(token_id, secret, expiration, usages, text(KEY_DESCRIPTION), groups)
 
 

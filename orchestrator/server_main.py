@@ -174,6 +174,8 @@ async def serve(
     data_dir: Path,
     listen: str | None,
     *,
+    bookmark_interval: float = 30.0,
+    watch_cache_size: int = 100_000,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
@@ -184,7 +186,13 @@ async def serve(
     store = await open_store(cfg.store_config(data_dir, pki))
     listen = listen or f"0.0.0.0:{cfg.port}"
     server = ApiServer(
-        pki, store, listen=listen, token_listen=token_address(listen), store_name=cfg.store
+        pki,
+        store,
+        listen=listen,
+        token_listen=token_address(listen),
+        store_name=cfg.store,
+        bookmark_interval=bookmark_interval,
+        watch_cache_size=watch_cache_size,
     )
     await server.start()
     await seed_cluster(server.registry, None)

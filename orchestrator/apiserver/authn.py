@@ -24,6 +24,7 @@ from orchestrator.apiserver.registry import UserInfo
 
 BOOTSTRAPPERS = "system:bootstrappers"
 AUTHENTICATED = "system:authenticated"
+BOOTSTRAP_TOKEN_TYPE = "bootstrap.kubernetes.io/token"
 _TOKEN_RE = re.compile(tokens.TOKEN_RE)
 
 
@@ -77,6 +78,11 @@ class Authenticator:
         if cached is None:
             raise Unauthenticated(f'bootstrap token "{token_id}" is unknown')
         secret = cached.decode()
+        if secret.type != BOOTSTRAP_TOKEN_TYPE:  # type: ignore[attr-defined]
+            raise Unauthenticated(
+                f'bootstrap token "{token_id}" is rejected: its Secret is not of type '
+                f"{BOOTSTRAP_TOKEN_TYPE}"
+            )
         try:
             stored = tokens.BootstrapToken.from_secret_data(dict(secret.data))  # type: ignore[attr-defined]
         except (ValueError, KeyError) as exc:

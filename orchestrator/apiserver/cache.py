@@ -96,7 +96,8 @@ _WATCHER_QUEUE_LIMIT = 50_000
 class Watcher:
     info: KindInfo
     filter: Filter
-    queue: asyncio.Queue[CacheEvent | str | None] = field(default_factory=asyncio.Queue)
+    # Events, bookmark revisions (int), or None when the server closes the watch.
+    queue: asyncio.Queue[CacheEvent | int | None] = field(default_factory=asyncio.Queue)
     closed: bool = False
 
     def offer(self, event: CacheEvent) -> None:
@@ -117,7 +118,17 @@ def translate(event: CacheEvent, flt: Filter) -> tuple[str, CachedObject] | None
         if now and not before:
             return "ADDED", event.obj
         if before and not now:
-            return "DELETED", event.obj
+            # As Kubernetes: the last state the watcher could see, at this revision.
+            prev = event.prev
+            return "DELETED", CachedObject(
+                info=prev.info,
+                namespace=prev.namespace,
+                name=prev.name,
+                raw=prev.raw + rv_suffix(event.revision),
+                revision=event.revision,
+                labels=prev.labels,
+                fields=prev.fields,
+            )
     return (event.type, event.obj) if now else None
 
 
@@ -284,6 +295,15 @@ class WatchCache:
 
         from_revision None: synthetic ADDED for every current object first."""
         watcher = Watcher(info, flt)
+        if from_revision is not None and from_revision > self.revision:
+            # Listed through a newer apiserver: catch up before replaying.
+            try:
+                await self.wait_for(from_revision, timeout=3.0)
+            except TimeoutError:
+                raise Gone(
+                    f"too large resource version: {from_revision}, the current one is "
+                    f"{self.revision}; retry shortly"
+                ) from None
         if from_revision is not None and from_revision < self._oldest:
             raise Gone(
                 f"too old resource version: {from_revision} "
@@ -292,7 +312,7 @@ class WatchCache:
             )
         # Register and snapshot without an await in between: nothing is missed.
         self._watchers[info.kind].add(watcher)
-        start = self.revision
+        start = self.revision if from_revision is None else max(self.revision, from_revision)
         try:
             if from_revision is None:
                 for obj in self.list(info, flt):
@@ -308,8 +328,9 @@ class WatchCache:
                 if item is None:
                     yield None
                     return
-                if isinstance(item, str):
-                    yield self.revision
+                if isinstance(item, int):
+                    if item > start:
+                        yield item
                     continue
                 if item.revision <= start:
                     continue
@@ -324,7 +345,8 @@ class WatchCache:
         for watchers in self._watchers.values():
             for w in watchers:
                 if not w.closed:
-                    w.queue.put_nowait("bookmark")
+                    # The revision now, queued behind every event up to it.
+                    w.queue.put_nowait(self.revision)
 
     def watcher_count(self) -> int:
         return sum(len(w) for w in self._watchers.values())

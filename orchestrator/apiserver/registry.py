@@ -41,6 +41,7 @@ LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 FOREGROUND = "foregroundDeletion"
 ORPHAN = "orphan"
 NAMESPACE_FINALIZER = "kubernetes"
+PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 # Kinds whose status a client may not set on create: controllers own it.
 _STATUS_RESET_ON_CREATE = {
     "Deployment",
@@ -320,6 +321,8 @@ class Registry:
             )
         if grace_period is not None and grace_period < 0:
             raise BadRequest("gracePeriodSeconds must be 0 or more")
+        if info.kind == "Namespace" and name in PROTECTED_NAMESPACES:
+            raise Forbidden(f'namespace "{name}" may not be deleted: the system needs it')
         await self.consistent()
         for _attempt in range(_UNCONDITIONAL_RETRIES):
             current = self.get_cached(info, namespace if info.namespaced else "", name)

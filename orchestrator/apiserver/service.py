@@ -49,6 +49,16 @@ def _decode(obj: pb.Object) -> tuple[KindInfo, Message]:
     return info, msg
 
 
+def _parse_continue(token: str) -> tuple[str, str]:
+    try:
+        value = json.loads(token)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, str) for v in value):
+        raise BadRequest("the continue token is not valid: pass the one the last list returned")
+    return value[0], value[1]
+
+
 def _wrap(msg: Message) -> pb.Object:
     return pb.Object(kind=msg.kind, raw=msg.SerializeToString())  # type: ignore[attr-defined]
 
@@ -136,7 +146,7 @@ class ApiService(pb_grpc.ApiServicer):
             items = self.cache.list(info, flt)
             token = ""
             if request.continue_token:
-                after = tuple(json.loads(request.continue_token))
+                after = _parse_continue(request.continue_token)
                 items = [o for o in items if (o.namespace, o.name) > after]
             if request.limit > 0 and len(items) > request.limit:
                 items = items[: request.limit]

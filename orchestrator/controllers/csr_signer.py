@@ -72,7 +72,9 @@ class CSRSigner(Controller):
         cond.message = reason
         cond.last_update_time = cond.last_transition_time = now_rfc3339()
         if approve:
-            seconds = csr.spec.expiration_seconds or int(DEFAULT_DURATION.total_seconds())
+            # Callers may ask for less than the cluster's signing duration, never more.
+            longest = int(DEFAULT_DURATION.total_seconds())
+            seconds = min(csr.spec.expiration_seconds or longest, longest)
             csr.status.certificate = csrlib.sign_csr(
                 self.ca,
                 csr.spec.request,

@@ -95,7 +95,15 @@ class GarbageCollector(Controller):
             await self._collect_if_orphaned(kind, obj)
 
     async def _collect_if_orphaned(self, kind: str, obj: Any) -> None:
+        # Decide on the live object, not the cache: an orphaning owner may have
+        # just removed its reference, and the cache may not show that yet.
+        try:
+            obj = await self.client.get(kind, meta(obj).name, meta(obj).namespace or None)
+        except NotFoundError:
+            return
         m = meta(obj)
+        if not m.owner_references:
+            return
         for ref in m.owner_references:
             if ref.uid in self.uids:
                 return

@@ -112,6 +112,7 @@ class ControlPlane:
                 str(self.data_dir),
                 "--listen",
                 f"127.0.0.1:{self.port}",
+                *self.serve_args,
             ],
             env=_env(),
             stdout=log,
