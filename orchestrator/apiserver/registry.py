@@ -246,6 +246,7 @@ class Registry:
             new.ClearField("status")  # type: ignore[arg-type]
             if old.HasField("status"):  # type: ignore[arg-type]
                 new.status.CopyFrom(old.status)  # type: ignore[attr-defined]
+        admission.prepare_update(new, old)
         admission.normalize(new)
         admission.apply_defaults(new)
         if _spec_bytes(new) != _spec_bytes(old):

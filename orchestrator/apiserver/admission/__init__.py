@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from orchestrator.apiserver.admission.defaults import apply_defaults
 from orchestrator.apiserver.admission.policy import check_quota_and_policy
-from orchestrator.apiserver.admission.prepare import normalize, prepare_create
+from orchestrator.apiserver.admission.prepare import normalize, prepare_create, prepare_update
 from orchestrator.apiserver.admission.validation import validate
 
-__all__ = ["apply_defaults", "check_quota_and_policy", "normalize", "prepare_create", "validate"]
+__all__ = [
+    "apply_defaults",
+    "check_quota_and_policy",
+    "normalize",
+    "prepare_create",
+    "prepare_update",
+    "validate",
+]
