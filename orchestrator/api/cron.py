@@ -221,22 +221,26 @@ def _parse_part(part: str, spec: _Field) -> tuple[set[int], bool]:
             )
         step = int(step_text)
     if range_text in ("*", "?"):
-        low, high = spec.low, spec.high
-        if spec.name == "day of week":
-            high = 6  # "*" means every day once, not Sunday twice
         # A stepped star ("*/2") restricts the field; a bare one does not.
-        return set(range(low, high + 1, step)), step == 1
+        return set(range(spec.low, _open_end(spec) + 1, step)), step == 1
     start_text, dash, end_text = range_text.partition("-")
     low = _value(start_text, spec, part)
     if dash:
         high = _value(end_text, spec, part)
     else:
-        high = spec.high if slash else low  # "a/n" means "a-max/n"
+        high = _open_end(spec) if slash else low  # "a/n" means "a-max/n"
     if low > high:
         raise CronError(
             f'beginning of range ({low}) beyond end of range ({high}) in {spec.name} field "{part}"'
         )
     return set(range(low, high + 1, step)), False
+
+
+def _open_end(spec: _Field) -> int:
+    """Where "*" and "a/n" stop: weekday 7 is only an alias of Sunday, so a
+    range left open ends at Saturday (as robfig/cron's bounds do), else
+    "1/2" would fire on Sunday too."""
+    return 6 if spec.name == "day of week" else spec.high
 
 
 def _value(text: str, spec: _Field, part: str) -> int:

@@ -151,6 +151,8 @@ def _with_namespace(doc: Document, ns: str) -> Message:
 
 async def run_create_files(session: Session, args: argparse.Namespace) -> int:
     mode = _dry_run_mode(args.dry_run)
+    if not args.filename:
+        raise CliError("must specify -f FILE, or what to create (`orchctl create namespace NAME`)")
     docs = load_documents(args.filename, recursive=args.recursive, need_name=False)
     if not docs:
         raise CliError("no objects passed to create")

@@ -7,10 +7,9 @@ import copy
 import json
 from typing import Any
 
-import yaml
-
 from orchestrator.cli import tabwriter
 from orchestrator.cli.errors import CliError
+from orchestrator.cli.printers import render_yaml
 from orchestrator.cli.session import Session
 
 # Secret material in a configuration file and what `config view` shows instead.
@@ -122,7 +121,7 @@ async def run_view(session: Session, args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(doc, indent=4))
     elif args.output == "yaml":
-        print(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False), end="")
+        print(render_yaml(doc), end="")
     else:
         raise CliError(f'output format "{args.output}" is not supported: use yaml or json')
     return 0

@@ -12,7 +12,7 @@ import base64
 import binascii
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -857,7 +857,7 @@ DESCRIBERS: dict[str, Describer] = {
 # -- events -------------------------------------------------------------------------------------
 
 
-def write_events(w: Writer, events: list[Obj], now: datetime) -> None:
+def write_events(w: Writer, events: Sequence[Obj], now: datetime) -> None:
     if not events:
         w.kv(0, "Events", NONE)
         return

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
@@ -359,8 +361,6 @@ _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 def _duration_seconds(value: str) -> float:
     """Go-style durations (`90s`, `1h30m`, `2m`) or plain seconds."""
-    import re
-
     text = value.strip()
     try:
         return float(text)
@@ -435,8 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     except (UnknownKindError, SelectorError) as exc:
         report_error(str(exc).strip("'"))
     except BrokenPipeError:
-        # `orchctl get pods | head`: the reader left; nothing to report.
-        sys.stderr.close()
+        # `orchctl get pods | head`: the reader left. Point stdout at /dev/null so
+        # the interpreter's final flush does not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return 1
     except OSError as exc:
         report_error(one_line(str(exc)))

@@ -1011,8 +1011,33 @@ def list_document(items: Sequence[Message | Obj]) -> dict[str, Any]:
     }
 
 
+class _KubectlDumper(yaml.SafeDumper):
+    """YAML as kubectl prints it: keys sorted, double quotes where quoting is
+    needed (`resourceVersion: "49"`), multi-line text as a literal block."""
+
+    def choose_scalar_style(self) -> Any:
+        style = super().choose_scalar_style()
+        return '"' if style == "'" else style
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    if "\n" in value:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
+
+
+_KubectlDumper.add_representer(str, _represent_str)
+
+
 def render_yaml(doc: Mapping[str, Any]) -> str:
-    return yaml.safe_dump(dict(doc), sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return yaml.dump(
+        dict(doc),
+        Dumper=_KubectlDumper,
+        sort_keys=True,
+        default_flow_style=False,
+        width=1 << 30,
+        allow_unicode=True,
+    )
 
 
 def render_json(doc: Mapping[str, Any]) -> str:
