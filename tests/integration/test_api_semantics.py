@@ -623,22 +623,50 @@ async def test_malformed_continue_token_is_invalid(client: Client, ns: str) -> N
             await client.list("ConfigMap", ns, limit=1, continue_token=token)
 
 
+def deployment_with_env(name: str, ns: str, value: str) -> Any:
+    """A Deployment carrying `value` in an env var: no per-field limit applies,
+    so only the object size limit can stop it."""
+    return codec.from_dict(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "app",
+                                "image": "busybox:1.36",
+                                "env": [{"name": "BLOB", "value": value}],
+                            }
+                        ]
+                    },
+                },
+            },
+        }
+    )
+
+
 async def test_object_over_the_size_limit_is_rejected(client: Client, ns: str) -> None:
-    big = config_map("huge", ns, {"blob": "x" * int(1.6 * 1024 * 1024)})
+    big = deployment_with_env("huge", ns, "x" * int(1.6 * 1024 * 1024))
     with pytest.raises(InvalidError) as err:
         await client.create(big)
     assert str(MAX_OBJECT_BYTES) in err.value.message
     assert "too large" in err.value.message
-    assert await gone(client, "ConfigMap", "huge", ns)
+    assert await gone(client, "Deployment", "huge", ns)
 
     # Growing an existing object past the limit is refused the same way.
-    small = await client.create(config_map("grows", ns, {"blob": "x"}))
-    small.data["blob"] = "y" * int(1.6 * 1024 * 1024)
+    small = await client.create(deployment_with_env("grows", ns, "x"))
+    small.spec.template.spec.containers[0].env[0].value = "y" * int(1.6 * 1024 * 1024)
     with pytest.raises(InvalidError):
         await client.update(small)
-    assert (await client.get("ConfigMap", "grows", ns)).data["blob"] == "x"
+    got = await client.get("Deployment", "grows", ns)
+    assert got.spec.template.spec.containers[0].env[0].value == "x"
     # Just under the limit is fine.
-    await client.create(config_map("large", ns, {"blob": "z" * (1400 * 1024)}))
+    await client.create(deployment_with_env("large", ns, "z" * (1400 * 1024)))
 
 
 async def test_duplicate_create_already_exists(client: Client, ns: str) -> None:

@@ -1051,7 +1051,9 @@ def test_node_affinity_match_fields() -> None:
 
 
 def test_node_affinity_needs_terms() -> None:
-    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}
+    affinity: dict[str, Any] = {
+        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}
+    }
     assert_only(
         pod(affinity=affinity),
         "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms",
