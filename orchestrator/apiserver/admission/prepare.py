@@ -42,3 +42,18 @@ def prepare_update(new: Message, old: Message) -> None:
         # The request and who made it are fixed once submitted (Kubernetes'
         # CSR strategy does the same), so approvers can trust them.
         n.spec.CopyFrom(o.spec)
+    elif new.kind == "Service":  # type: ignore[attr-defined]
+        _keep_allocated_service_values(n, o)
+
+
+def _keep_allocated_service_values(new: Any, old: Any) -> None:
+    """An update that leaves the allocated clusterIP or nodePorts empty keeps
+    them (kubectl apply of a manifest without them must not fail or free them)."""
+    if not new.spec.cluster_ip and old.spec.cluster_ip:
+        new.spec.cluster_ip = old.spec.cluster_ip
+        del new.spec.cluster_ips[:]
+        new.spec.cluster_ips.extend(old.spec.cluster_ips)
+    old_ports = {(p.port, p.protocol or "TCP"): p.node_port for p in old.spec.ports}
+    for port in new.spec.ports:
+        if not port.node_port:
+            port.node_port = old_ports.get((port.port, port.protocol or "TCP"), 0)
