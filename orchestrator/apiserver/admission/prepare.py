@@ -53,6 +53,8 @@ def _keep_allocated_service_values(new: Any, old: Any) -> None:
         new.spec.cluster_ip = old.spec.cluster_ip
         del new.spec.cluster_ips[:]
         new.spec.cluster_ips.extend(old.spec.cluster_ips)
+    if new.spec.type not in ("NodePort", "LoadBalancer"):
+        return
     old_ports = {(p.port, p.protocol or "TCP"): p.node_port for p in old.spec.ports}
     for port in new.spec.ports:
         if not port.node_port:
