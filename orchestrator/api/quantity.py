@@ -15,6 +15,7 @@ Grammar (as Kubernetes' resource.Quantity)::
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from fractions import Fraction
@@ -108,7 +109,10 @@ def _parse_float(f: float) -> Fraction:
     return Fraction(repr(f))
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse_string(s: str) -> Fraction:
+    """Cached: a cluster uses a handful of distinct quantities ("100m", "128Mi")
+    millions of times, and Fractions are immutable. Errors are not cached."""
     match = _QUANTITY_RE.fullmatch(s)
     if match is None:
         raise _invalid(s)
