@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
+import signal
 import sys
 from pathlib import Path
 
+from agent.agent import Agent, AgentConfig
 from agent.join import JoinError, default_node_name, join
 
 DEFAULT_DATA_DIR = "/var/lib/orch-agent"
@@ -37,6 +41,44 @@ def cmd_join(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _run(config: AgentConfig) -> None:
+    agent = Agent(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await agent.start()
+        await stop.wait()
+    finally:
+        await agent.stop()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    data_dir = Path(args.data_dir)
+    if not (data_dir / "agent.conf").exists():
+        print(
+            f"error: {data_dir / 'agent.conf'} not found: run `orch-agent join` first",
+            file=sys.stderr,
+        )
+        return 1
+    config = AgentConfig(
+        data_dir=data_dir,
+        docker_host=args.docker_host,
+        node_ip=args.node_ip,
+        node_name=args.node_name,
+        pause_image=args.pause_image,
+        listen_port=args.port,
+    )
+    asyncio.run(_run(config))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orch-agent", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -50,6 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     j.add_argument("--timeout", type=float, default=60.0)
     j.set_defaults(func=cmd_join)
+    r = sub.add_parser("run", help="run the agent (after join)")
+    r.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    r.add_argument("--node-ip", required=True, help="this node's address on the cluster network")
+    r.add_argument("--node-name", default="", help="default: the name used at join")
+    r.add_argument("--docker-host", default="unix:///run/docker.sock")
+    r.add_argument(
+        "--pause-image",
+        default="busybox:1.36",
+        help="image of the sandbox container that holds a pod's network namespace",
+    )
+    r.add_argument("--port", type=int, default=10250, help="the agent API (logs, exec)")
+    r.add_argument("-v", "--verbose", action="store_true")
+    r.set_defaults(func=cmd_run)
     return parser
 
 

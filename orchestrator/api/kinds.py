@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -70,10 +71,12 @@ class KindInfo:
             return f"/registry/{self.resource}/{namespace}/"
         return f"/registry/{self.resource}/"
 
-    def new(self) -> Message:
-        obj = self.message()
-        obj.api_version = self.api_version  # type: ignore[attr-defined]
-        obj.kind = self.kind  # type: ignore[attr-defined]
+    def new(self) -> Any:
+        """An empty object of this kind with apiVersion and kind set (typed
+        loosely: callers set kind-specific fields)."""
+        obj: Any = self.message()
+        obj.api_version = self.api_version
+        obj.kind = self.kind
         return obj
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -134,6 +135,15 @@ class Client:
         self.timeout = timeout
         self._channel = secure_channel(conn)
         self._stub = pb_grpc.ApiStub(self._channel)
+
+    async def reconnect(self, conn: Connection) -> None:
+        """Switch to new credentials (a renewed certificate) for later calls;
+        calls and watches in flight finish on the old connection."""
+        old = self._channel
+        self.conn = conn
+        self._channel = secure_channel(conn)
+        self._stub = pb_grpc.ApiStub(self._channel)
+        self._closing = asyncio.create_task(old.close(grace=30))
 
     async def __aenter__(self) -> Client:
         return self

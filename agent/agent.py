@@ -1,0 +1,138 @@
+"""The node agent: wires the node's parts together and keeps them running.
+
+register Node -> heartbeat Lease -> wait for the node's pod CIDR -> pod
+network -> kubelet (pods as Docker containers) -> agent API (logs/exec)
+-> renew the node certificate before it expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.join import needs_renewal, renew
+from agent.node import NodeReporter, machine_facts
+from orchestrator.client.client import Client
+from orchestrator.client.config import ConfigFile
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentConfig:
+    data_dir: Path
+    docker_host: str
+    node_ip: str
+    node_name: str = ""
+    pause_image: str = "busybox:1.36"
+    listen_port: int = 10250
+    heartbeat_interval: float = 10.0
+    renew_check_interval: float = 3600.0
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.conf_path = config.data_dir / "agent.conf"
+        conf = ConfigFile.load(self.conf_path)
+        self.connection = conf.connection()
+        self.node_name = config.node_name or conf.current_context.removeprefix("system:node:")
+        self.client = Client(self.connection)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stoppers: list[Any] = []
+
+    async def start(self) -> None:
+        from agent.runtime.docker import DockerRuntime
+
+        cfg = self.config
+        runtime = DockerRuntime(cfg.docker_host)
+        reporter = NodeReporter(
+            self.client,
+            self.node_name,
+            cfg.node_ip,
+            machine_facts(cfg.data_dir),
+            runtime_version=runtime.version,
+            images=runtime.list_images,
+            heartbeat_interval=cfg.heartbeat_interval,
+        )
+        await reporter.register()
+        self._tasks.append(asyncio.create_task(reporter.run(), name="node-reporter"))
+        self._tasks.append(asyncio.create_task(self._renew_loop(), name="cert-renewal"))
+        pod_cidr = await self._wait_for_pod_cidr()
+        network = await self._pod_network(pod_cidr)
+        kubelet = await self._kubelet(runtime, network)
+        self._stoppers.append(kubelet)
+        server = await self._agent_server()
+        if server is not None:
+            self._stoppers.append(server)
+        log.info("agent for node %s is up (pod CIDR %s)", self.node_name, pod_cidr)
+
+    async def _wait_for_pod_cidr(self) -> str:
+        """The control plane's node IPAM controller assigns it after registration."""
+        delay = 0.2
+        while True:
+            node = await self.client.get("Node", self.node_name)
+            if node.spec.pod_cidr:
+                return str(node.spec.pod_cidr)
+            log.info("waiting for node %s to be given a pod CIDR", self.node_name)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _pod_network(self, pod_cidr: str) -> Any:
+        from agent.network.bridge import BridgeNetwork
+
+        network = BridgeNetwork(pod_cidr, self.config.data_dir / "network")
+        await network.ensure_bridge()
+        return network
+
+    async def _kubelet(self, runtime: Any, network: Any) -> Any:
+        from agent.kubelet import Kubelet
+
+        kubelet = Kubelet(
+            self.client,
+            runtime,
+            network,
+            self.node_name,
+            self.config.node_ip,
+            self.config.data_dir,
+            pause_image=self.config.pause_image,
+        )
+        await kubelet.start()
+        return kubelet
+
+    async def _agent_server(self) -> Any:
+        try:
+            from agent.server import start_agent_server
+        except ImportError:
+            log.warning("the agent API (logs/exec) is not available in this build")
+            return None
+        return await start_agent_server(self)
+
+    async def _renew_loop(self) -> None:
+        """Renew the node certificate once 80% of its life has passed."""
+        while True:
+            await asyncio.sleep(self.config.renew_check_interval)
+            try:
+                if needs_renewal(self.connection.cert_pem):
+                    await renew(self.config.data_dir, self.node_name)
+                    self.connection = ConfigFile.load(self.conf_path).connection()
+                    await self.client.reconnect(self.connection)
+                    log.info("node certificate renewed")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("certificate renewal failed, will retry: %s", exc)
+
+    async def stop(self) -> None:
+        for part in reversed(self._stoppers):
+            with contextlib.suppress(Exception):
+                await part.stop()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.client.close()
