@@ -108,3 +108,82 @@ class ContainerRuntime(Protocol):
         since: datetime | None = None,
         timestamps: bool = False,
     ) -> AsyncIterator[bytes]: ...
+
+
+# -- what the pod workers create (added for agent/pods) ------------------------------
+
+# The sandbox an app/init container joined (its network, IPC and UTS holder).
+LABEL_SANDBOX_ID = "io.orchestrator.sandbox.id"
+# Pod-level grace period and preStop presence, so a restarted agent can stop an
+# orphan the way its pod asked.
+LABEL_GRACE_PERIOD = "io.orchestrator.pod.termination-grace-period"
+
+
+@dataclass(frozen=True)
+class Mount:
+    host_path: str
+    container_path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to create one container of a pod (or its sandbox).
+
+    ``entrypoint``/``cmd`` follow Kubernetes' command/args: None keeps the
+    image's ENTRYPOINT/CMD, a list replaces it."""
+
+    pod_uid: str
+    pod_name: str
+    pod_namespace: str
+    name: str  # container name, or SANDBOX_NAME
+    type: str  # sandbox | init | app
+    image: str
+    entrypoint: list[str] | None = None
+    cmd: list[str] | None = None
+    working_dir: str = ""
+    env: Mapping[str, str] = field(default_factory=dict)
+    mounts: Sequence[Mount] = ()
+    # The sandbox to join (app and init containers); empty for the sandbox itself.
+    sandbox_id: str = ""
+    hostname: str = ""  # sandbox only: app containers share the sandbox's UTS name
+    cpu_limit_millis: int = 0
+    memory_limit_bytes: int = 0
+    cpu_request_millis: int = 0
+    privileged: bool = False
+    user: str = ""  # "uid" or "uid:gid"
+    read_only_rootfs: bool = False
+    cap_add: Sequence[str] = ()
+    cap_drop: Sequence[str] = ()
+    tty: bool = False
+    stdin: bool = False
+    stop_signal: str = ""
+    restart_count: int = 0
+    spec_hash: str = ""
+    share_pid: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+class ContainerCreateError(Exception):
+    """The runtime refused to create or start the container (CreateContainerError,
+    RunContainerError); the message is the runtime's."""
+
+
+class RuntimeUnavailableError(Exception):
+    """The container runtime cannot be reached (dockerd down)."""
+
+
+class PodRuntime(ContainerRuntime, Protocol):
+    """ContainerRuntime plus what the pod workers need to build pods."""
+
+    async def create_container(self, spec: ContainerSpec) -> str:
+        """Create (not start) a container; returns its id."""
+        ...
+
+    async def start_container(self, container_id: str) -> None: ...
+
+    async def inspect_container(self, container_id: str) -> ContainerInfo | None:
+        """None when the container no longer exists."""
+        ...
+
+    async def image_present(self, image: str) -> bool: ...
