@@ -58,6 +58,7 @@ class Agent:
             runtime_version=runtime.version,
             images=runtime.list_images,
             heartbeat_interval=cfg.heartbeat_interval,
+            agent_port=cfg.listen_port,
         )
         await reporter.register()
         self._tasks.append(asyncio.create_task(reporter.run(), name="node-reporter"))

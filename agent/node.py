@@ -120,6 +120,7 @@ def build_node_status(
     runtime_version: str,
     images: list[tuple[list[str], int]],
     now: str,
+    agent_port: int = AGENT_PORT,
 ) -> None:
     """Fill node.status (and the node's well-known labels) from what we know."""
     labels = node.metadata.labels
@@ -154,7 +155,7 @@ def build_node_status(
     info.boot_id = facts.boot_id
     info.container_runtime_version = runtime_version
     info.kubelet_version = f"orch-agent/v{__version__}"
-    status.daemon_endpoints.kubelet_endpoint.port = AGENT_PORT
+    status.daemon_endpoints.kubelet_endpoint.port = agent_port
     del status.images[:]
     for names, size in sorted(images, key=lambda i: -i[1])[:50]:
         img = status.images.add()
@@ -203,6 +204,7 @@ class NodeReporter:
         lease_duration: int = 40,
         heartbeat_interval: float = 10.0,
         status_interval: float = 10.0,
+        agent_port: int = AGENT_PORT,
     ) -> None:
         self.client = client
         self.node_name = node_name
@@ -213,6 +215,7 @@ class NodeReporter:
         self.lease_duration = lease_duration
         self.heartbeat_interval = heartbeat_interval
         self.status_interval = status_interval
+        self.agent_port = agent_port
 
     async def _observe(self) -> tuple[dict[str, Condition], str, list[tuple[list[str], int]]]:
         try:
@@ -232,7 +235,14 @@ class NodeReporter:
                 node = kind_info("Node").new()
                 node.metadata.name = self.node_name
                 build_node_status(
-                    node, self.facts, self.node_ip, conditions, version, images, now_rfc3339()
+                    node,
+                    self.facts,
+                    self.node_ip,
+                    conditions,
+                    version,
+                    images,
+                    now_rfc3339(),
+                    self.agent_port,
                 )
                 try:
                     created = await self.client.create(node)
@@ -244,7 +254,14 @@ class NodeReporter:
             fresh = type(node)()
             fresh.CopyFrom(node)
             build_node_status(
-                fresh, self.facts, self.node_ip, conditions, version, images, now_rfc3339()
+                fresh,
+                self.facts,
+                self.node_ip,
+                conditions,
+                version,
+                images,
+                now_rfc3339(),
+                self.agent_port,
             )
             try:
                 updated = await self.client.update(fresh)  # labels
@@ -263,7 +280,14 @@ class NodeReporter:
         fresh = type(node)()
         fresh.CopyFrom(node)
         build_node_status(
-            fresh, self.facts, self.node_ip, conditions, version, images, now_rfc3339()
+            fresh,
+            self.facts,
+            self.node_ip,
+            conditions,
+            version,
+            images,
+            now_rfc3339(),
+            self.agent_port,
         )
         return await self.client.update_status(fresh)
 

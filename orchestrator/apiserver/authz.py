@@ -28,6 +28,9 @@ BOOTSTRAPPERS = "system:bootstrappers"
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 
 READ_VERBS = frozenset({"get", "list", "watch"})
+# Pod subresources proxied to the node's agent (get pods/log, create pods/exec):
+# only admins for now, not the nodes nor the control-plane components.
+STREAM_SUBRESOURCES = frozenset({"log", "exec"})
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class Attributes:
     info: KindInfo
     namespace: str = ""
     name: str = ""
-    subresource: str = ""  # "status" for status updates
+    subresource: str = ""  # "status" for status updates; "log", "exec" (STREAM_SUBRESOURCES)
     # The object being written (create/update/apply), or None.
     obj: Message | None = None
     field_selector: FieldSelector | None = None
@@ -75,7 +78,9 @@ class SystemComponentAuthorizer:
     USERS = frozenset({"system:kube-controller-manager", "system:kube-scheduler"})
 
     def authorize(self, user: UserInfo, attrs: Attributes) -> Decision:
-        return Decision(True) if user.name in self.USERS else NO_OPINION
+        if user.name in self.USERS and attrs.subresource not in STREAM_SUBRESOURCES:
+            return Decision(True)
+        return NO_OPINION
 
 
 class BootstrapAuthorizer:
@@ -134,6 +139,8 @@ class NodeAuthorizer:
         )
 
     def _pod(self, node: str, a: Attributes, user: UserInfo) -> bool:
+        if a.subresource in STREAM_SUBRESOURCES:
+            return False
         if a.verb in ("list", "watch"):
             return a.field_selector is not None and a.field_selector.exact("spec.nodeName") == node
         if a.verb == "get":

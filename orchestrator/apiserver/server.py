@@ -91,6 +91,7 @@ class ApiServer:
             default_authorizer(self.cache),
             store_name=store_name,
             bookmark_interval=bookmark_interval,
+            pki=pki,
         )
         self._compact_every = compact_every
         self._keep_revisions = keep_revisions
@@ -155,6 +156,7 @@ class ApiServer:
                 await task
         if self._server is not None:
             await self._server.stop(grace)
+        await self.service.proxy.close()
         await self.cache.stop()
 
     async def wait(self) -> None:

@@ -12,6 +12,7 @@ import grpc
 from google.protobuf.message import DecodeError as ProtoDecodeError
 from google.protobuf.message import Message
 
+from certs.bundle import ClusterPKI
 from orchestrator import __version__
 from orchestrator.api import codec
 from orchestrator.api.codec import DecodeError
@@ -24,6 +25,7 @@ from orchestrator.apiserver.authn import Authenticator
 from orchestrator.apiserver.authz import Attributes, Authorizer
 from orchestrator.apiserver.cache import Filter
 from orchestrator.apiserver.errors import ApiError, BadRequest, Forbidden, Invalid
+from orchestrator.apiserver.proxy import PodStreamProxy
 from orchestrator.apiserver.registry import Registry, UserInfo
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ class ApiService(pb_grpc.ApiServicer):
         *,
         store_name: str,
         bookmark_interval: float = 30.0,
+        pki: ClusterPKI | None = None,
     ) -> None:
         self.registry = registry
         self.cache = registry.cache
@@ -79,6 +82,7 @@ class ApiService(pb_grpc.ApiServicer):
         self.authz = authorizer
         self.store_name = store_name
         self.bookmark_interval = bookmark_interval
+        self.proxy = PodStreamProxy(self.cache, authenticator, authorizer, pki)
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -269,6 +273,16 @@ class ApiService(pb_grpc.ApiServicer):
             await context.abort(exc.code, exc.message)
         except (SelectorError, DecodeError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    async def PodLogs(self, request: pb.PodLogsRequest, context: Any) -> AsyncIterator[Any]:
+        async for chunk in self.proxy.logs(request, context):
+            yield chunk
+
+    async def PodExec(
+        self, request_iterator: AsyncIterator[Any], context: Any
+    ) -> AsyncIterator[Any]:
+        async for out in self.proxy.exec(request_iterator, context):
+            yield out
 
     async def run_bookmarks(self) -> None:
         """One ticker for every watch: each watcher that asked for bookmarks

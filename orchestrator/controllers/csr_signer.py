@@ -4,7 +4,10 @@ csrsigning controllers do for kubelets.
 A CSR for signer `kubernetes.io/kube-apiserver-client-kubelet` is approved
 when its subject is exactly `CN=system:node:<name>, O=system:nodes` and it
 came from a bootstrap token (a node joining) or from that same node (a node
-renewing). Anything else is denied with the reason, never left hanging.
+renewing). A CSR for signer `kubernetes.io/kubelet-serving` (the agent's
+serving certificate for logs and exec) is approved when it comes from the node
+it names (see certs/serving.py). Anything else is denied with the reason,
+never left hanging.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from certs import csr as csrlib
+from certs import serving
 from certs.pki import KeyPair
 from orchestrator.api.meta import now_rfc3339
 from orchestrator.controllers.base import Controller
@@ -26,6 +30,13 @@ DEFAULT_DURATION = timedelta(days=365)
 def review(csr: Any) -> tuple[bool, str]:
     """(approve?, reason) for one CertificateSigningRequest."""
     spec = csr.spec
+    if spec.signer_name == serving.KUBELET_SERVING_SIGNER:
+        problem = serving.node_serving_csr_problem(
+            bytes(spec.request), spec.username, spec.groups, spec.usages
+        )
+        if problem is not None:
+            return False, problem
+        return True, "node serving certificate request from the node itself"
     if spec.signer_name != KUBELET_SIGNER:
         return False, f'signer "{spec.signer_name}" is not handled by this cluster'
     try:
@@ -79,6 +90,10 @@ class CSRSigner(Controller):
                 self.ca,
                 csr.spec.request,
                 valid_seconds=max(600, seconds),
-                usages=("digital signature", "client auth"),
+                usages=(
+                    serving.SERVING_USAGES
+                    if csr.spec.signer_name == serving.KUBELET_SERVING_SIGNER
+                    else ("digital signature", "client auth")
+                ),
             )
         await self.client.update_status(csr)

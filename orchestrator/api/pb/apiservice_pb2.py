@@ -22,43 +22,46 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from orchestrator.api.pb import agent_pb2 as orchestrator_dot_api_dot_pb_dot_agent__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$orchestrator/api/pb/apiservice.proto\x12\x0borch.api.v1\"#\n\x06Object\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03raw\x18\x02 \x01(\x0c\"E\n\rCreateRequest\x12#\n\x06object\x18\x01 \x01(\x0b\x32\x13.orch.api.v1.Object\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\";\n\nGetRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\x85\x01\n\x0bListRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x05\x12\x16\n\x0e\x63ontinue_token\x18\x06 \x01(\t\"]\n\x0cListResponse\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05items\x18\x02 \x03(\x0c\x12\x18\n\x10resource_version\x18\x03 \x01(\t\x12\x16\n\x0e\x63ontinue_token\x18\x04 \x01(\t\"U\n\rUpdateRequest\x12#\n\x06object\x18\x01 \x01(\x0b\x32\x13.orch.api.v1.Object\x12\x0e\n\x06status\x18\x02 \x01(\x08\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"\xe8\x01\n\rDeleteRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12!\n\x14grace_period_seconds\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x1a\n\x12propagation_policy\x18\x05 \x01(\t\x12\x18\n\x10precondition_uid\x18\x06 \x01(\t\x12%\n\x1dprecondition_resource_version\x18\x07 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x08 \x01(\x08\x42\x17\n\x15_grace_period_seconds\"F\n\x0e\x44\x65leteResponse\x12#\n\x06object\x18\x01 \x01(\x0b\x32\x13.orch.api.v1.Object\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\"\x92\x01\n\x0cWatchRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x04 \x01(\t\x12\x18\n\x10resource_version\x18\x05 \x01(\t\x12\x17\n\x0f\x61llow_bookmarks\x18\x06 \x01(\x08\"O\n\nWatchEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0b\n\x03raw\x18\x03 \x01(\x0c\x12\x18\n\x10resource_version\x18\x04 \x01(\t\"Q\n\x0c\x41pplyRequest\x12\x15\n\rmanifest_json\x18\x01 \x01(\t\x12\x19\n\x11\x64\x65\x66\x61ult_namespace\x18\x02 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"E\n\rApplyResponse\x12#\n\x06object\x18\x01 \x01(\x0b\x32\x13.orch.api.v1.Object\x12\x0f\n\x07outcome\x18\x02 \x01(\t\"\x10\n\x0eVersionRequest\"O\n\x0fVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05store\x18\x02 \x01(\t\x12\x0c\n\x04user\x18\x03 \x01(\t\x12\x0e\n\x06groups\x18\x04 \x03(\t2\xf5\x03\n\x03\x41pi\x12\x39\n\x06\x43reate\x12\x1a.orch.api.v1.CreateRequest\x1a\x13.orch.api.v1.Object\x12\x33\n\x03Get\x12\x17.orch.api.v1.GetRequest\x1a\x13.orch.api.v1.Object\x12;\n\x04List\x12\x18.orch.api.v1.ListRequest\x1a\x19.orch.api.v1.ListResponse\x12\x39\n\x06Update\x12\x1a.orch.api.v1.UpdateRequest\x1a\x13.orch.api.v1.Object\x12\x41\n\x06\x44\x65lete\x12\x1a.orch.api.v1.DeleteRequest\x1a\x1b.orch.api.v1.DeleteResponse\x12=\n\x05Watch\x12\x19.orch.api.v1.WatchRequest\x1a\x17.orch.api.v1.WatchEvent0\x01\x12>\n\x05\x41pply\x12\x19.orch.api.v1.ApplyRequest\x1a\x1a.orch.api.v1.ApplyResponse\x12\x44\n\x07Version\x12\x1b.orch.api.v1.VersionRequest\x1a\x1c.orch.api.v1.VersionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$orchestrator/api/pb/apiservice.proto\x12\x0borch.api.v1\x1a\x1forchestrator/api/pb/agent.proto\"#\n\x06Object\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03raw\x18\x02 \x01(\x0c\"E\n\rCreateRequest\x12#\n\x06object\x18\x01 \x01(\x0b\x32\x13.orch.api.v1.Object\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\";\n\nGetRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\x85\x01\n\x0bListRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x05\x12\x16\n\x0e\x63ontinue_token\x18\x06 \x01(\t\"]\n\x0cListResponse\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05items\x18\x02 \x03(\x0c\x12\x18\n\x10resource_version\x18\x03 \x01(\t\x12\x16\n\x0e\x63ontinue_token\x18\x04 \x01(\t\"U\n\rUpdateRequest\x12#\n\x06object\x18\x01 \x01(\x0b\x32\x13.orch.api.v1.Object\x12\x0e\n\x06status\x18\x02 \x01(\x08\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"\xe8\x01\n\rDeleteRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12!\n\x14grace_period_seconds\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x1a\n\x12propagation_policy\x18\x05 \x01(\t\x12\x18\n\x10precondition_uid\x18\x06 \x01(\t\x12%\n\x1dprecondition_resource_version\x18\x07 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x08 \x01(\x08\x42\x17\n\x15_grace_period_seconds\"F\n\x0e\x44\x65leteResponse\x12#\n\x06object\x18\x01 \x01(\x0b\x32\x13.orch.api.v1.Object\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\"\x92\x01\n\x0cWatchRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x04 \x01(\t\x12\x18\n\x10resource_version\x18\x05 \x01(\t\x12\x17\n\x0f\x61llow_bookmarks\x18\x06 \x01(\x08\"O\n\nWatchEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0b\n\x03raw\x18\x03 \x01(\x0c\x12\x18\n\x10resource_version\x18\x04 \x01(\t\"Q\n\x0c\x41pplyRequest\x12\x15\n\rmanifest_json\x18\x01 \x01(\t\x12\x19\n\x11\x64\x65\x66\x61ult_namespace\x18\x02 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"E\n\rApplyResponse\x12#\n\x06object\x18\x01 \x01(\x0b\x32\x13.orch.api.v1.Object\x12\x0f\n\x07outcome\x18\x02 \x01(\t\"\x10\n\x0eVersionRequest\"O\n\x0fVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05store\x18\x02 \x01(\t\x12\x0c\n\x04user\x18\x03 \x01(\t\x12\x0e\n\x06groups\x18\x04 \x03(\t\"\xd0\x01\n\x0ePodLogsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12\x17\n\ntail_lines\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x1a\n\rsince_seconds\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\ntimestamps\x18\x07 \x01(\x08\x12\x10\n\x08previous\x18\x08 \x01(\x08\x42\r\n\x0b_tail_linesB\x10\n\x0e_since_seconds2\xfc\x04\n\x03\x41pi\x12\x39\n\x06\x43reate\x12\x1a.orch.api.v1.CreateRequest\x1a\x13.orch.api.v1.Object\x12\x33\n\x03Get\x12\x17.orch.api.v1.GetRequest\x1a\x13.orch.api.v1.Object\x12;\n\x04List\x12\x18.orch.api.v1.ListRequest\x1a\x19.orch.api.v1.ListResponse\x12\x39\n\x06Update\x12\x1a.orch.api.v1.UpdateRequest\x1a\x13.orch.api.v1.Object\x12\x41\n\x06\x44\x65lete\x12\x1a.orch.api.v1.DeleteRequest\x1a\x1b.orch.api.v1.DeleteResponse\x12=\n\x05Watch\x12\x19.orch.api.v1.WatchRequest\x1a\x17.orch.api.v1.WatchEvent0\x01\x12>\n\x05\x41pply\x12\x19.orch.api.v1.ApplyRequest\x1a\x1a.orch.api.v1.ApplyResponse\x12\x44\n\x07Version\x12\x1b.orch.api.v1.VersionRequest\x1a\x1c.orch.api.v1.VersionResponse\x12\x41\n\x07PodLogs\x12\x1b.orch.api.v1.PodLogsRequest\x1a\x17.orch.agent.v1.LogChunk0\x01\x12\x42\n\x07PodExec\x12\x18.orch.agent.v1.ExecInput\x1a\x19.orch.agent.v1.ExecOutput(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'orchestrator.api.pb.apiservice_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OBJECT']._serialized_start=53
-  _globals['_OBJECT']._serialized_end=88
-  _globals['_CREATEREQUEST']._serialized_start=90
-  _globals['_CREATEREQUEST']._serialized_end=159
-  _globals['_GETREQUEST']._serialized_start=161
-  _globals['_GETREQUEST']._serialized_end=220
-  _globals['_LISTREQUEST']._serialized_start=223
-  _globals['_LISTREQUEST']._serialized_end=356
-  _globals['_LISTRESPONSE']._serialized_start=358
-  _globals['_LISTRESPONSE']._serialized_end=451
-  _globals['_UPDATEREQUEST']._serialized_start=453
-  _globals['_UPDATEREQUEST']._serialized_end=538
-  _globals['_DELETEREQUEST']._serialized_start=541
-  _globals['_DELETEREQUEST']._serialized_end=773
-  _globals['_DELETERESPONSE']._serialized_start=775
-  _globals['_DELETERESPONSE']._serialized_end=845
-  _globals['_WATCHREQUEST']._serialized_start=848
-  _globals['_WATCHREQUEST']._serialized_end=994
-  _globals['_WATCHEVENT']._serialized_start=996
-  _globals['_WATCHEVENT']._serialized_end=1075
-  _globals['_APPLYREQUEST']._serialized_start=1077
-  _globals['_APPLYREQUEST']._serialized_end=1158
-  _globals['_APPLYRESPONSE']._serialized_start=1160
-  _globals['_APPLYRESPONSE']._serialized_end=1229
-  _globals['_VERSIONREQUEST']._serialized_start=1231
-  _globals['_VERSIONREQUEST']._serialized_end=1247
-  _globals['_VERSIONRESPONSE']._serialized_start=1249
-  _globals['_VERSIONRESPONSE']._serialized_end=1328
-  _globals['_API']._serialized_start=1331
-  _globals['_API']._serialized_end=1832
+  _globals['_OBJECT']._serialized_start=86
+  _globals['_OBJECT']._serialized_end=121
+  _globals['_CREATEREQUEST']._serialized_start=123
+  _globals['_CREATEREQUEST']._serialized_end=192
+  _globals['_GETREQUEST']._serialized_start=194
+  _globals['_GETREQUEST']._serialized_end=253
+  _globals['_LISTREQUEST']._serialized_start=256
+  _globals['_LISTREQUEST']._serialized_end=389
+  _globals['_LISTRESPONSE']._serialized_start=391
+  _globals['_LISTRESPONSE']._serialized_end=484
+  _globals['_UPDATEREQUEST']._serialized_start=486
+  _globals['_UPDATEREQUEST']._serialized_end=571
+  _globals['_DELETEREQUEST']._serialized_start=574
+  _globals['_DELETEREQUEST']._serialized_end=806
+  _globals['_DELETERESPONSE']._serialized_start=808
+  _globals['_DELETERESPONSE']._serialized_end=878
+  _globals['_WATCHREQUEST']._serialized_start=881
+  _globals['_WATCHREQUEST']._serialized_end=1027
+  _globals['_WATCHEVENT']._serialized_start=1029
+  _globals['_WATCHEVENT']._serialized_end=1108
+  _globals['_APPLYREQUEST']._serialized_start=1110
+  _globals['_APPLYREQUEST']._serialized_end=1191
+  _globals['_APPLYRESPONSE']._serialized_start=1193
+  _globals['_APPLYRESPONSE']._serialized_end=1262
+  _globals['_VERSIONREQUEST']._serialized_start=1264
+  _globals['_VERSIONREQUEST']._serialized_end=1280
+  _globals['_VERSIONRESPONSE']._serialized_start=1282
+  _globals['_VERSIONRESPONSE']._serialized_end=1361
+  _globals['_PODLOGSREQUEST']._serialized_start=1364
+  _globals['_PODLOGSREQUEST']._serialized_end=1572
+  _globals['_API']._serialized_start=1575
+  _globals['_API']._serialized_end=2211
 # @@protoc_insertion_point(module_scope)

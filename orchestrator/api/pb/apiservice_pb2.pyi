@@ -1,3 +1,4 @@
+from orchestrator.api.pb import agent_pb2 as _agent_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -159,3 +160,23 @@ class VersionResponse(_message.Message):
     user: str
     groups: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, version: _Optional[str] = ..., store: _Optional[str] = ..., user: _Optional[str] = ..., groups: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PodLogsRequest(_message.Message):
+    __slots__ = ("namespace", "name", "container", "follow", "tail_lines", "since_seconds", "timestamps", "previous")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    TAIL_LINES_FIELD_NUMBER: _ClassVar[int]
+    SINCE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    container: str
+    follow: bool
+    tail_lines: int
+    since_seconds: int
+    timestamps: bool
+    previous: bool
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., container: _Optional[str] = ..., follow: _Optional[bool] = ..., tail_lines: _Optional[int] = ..., since_seconds: _Optional[int] = ..., timestamps: _Optional[bool] = ..., previous: _Optional[bool] = ...) -> None: ...

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from orchestrator.api.pb import agent_pb2 as orchestrator_dot_api_dot_pb_dot_agent__pb2
 from orchestrator.api.pb import apiservice_pb2 as orchestrator_dot_api_dot_pb_dot_apiservice__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -74,6 +75,16 @@ class ApiStub:
                 request_serializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.VersionRequest.SerializeToString,
                 response_deserializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.VersionResponse.FromString,
                 _registered_method=True)
+        self.PodLogs = channel.unary_stream(
+                '/orch.api.v1.Api/PodLogs',
+                request_serializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.PodLogsRequest.SerializeToString,
+                response_deserializer=orchestrator_dot_api_dot_pb_dot_agent__pb2.LogChunk.FromString,
+                _registered_method=True)
+        self.PodExec = channel.stream_stream(
+                '/orch.api.v1.Api/PodExec',
+                request_serializer=orchestrator_dot_api_dot_pb_dot_agent__pb2.ExecInput.SerializeToString,
+                response_deserializer=orchestrator_dot_api_dot_pb_dot_agent__pb2.ExecOutput.FromString,
+                _registered_method=True)
 
 
 class ApiServicer:
@@ -127,6 +138,21 @@ class ApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PodLogs(self, request, context):
+        """Proxied to the agent of the pod's node (DESIGN.md section 1).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PodExec(self, request_iterator, context):
+        """The first message is `start` naming namespace, pod and (optionally)
+        container; its pod_uid is filled in by the apiserver.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +195,16 @@ def add_ApiServicer_to_server(servicer, server):
                     servicer.Version,
                     request_deserializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.VersionRequest.FromString,
                     response_serializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.VersionResponse.SerializeToString,
+            ),
+            'PodLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.PodLogs,
+                    request_deserializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.PodLogsRequest.FromString,
+                    response_serializer=orchestrator_dot_api_dot_pb_dot_agent__pb2.LogChunk.SerializeToString,
+            ),
+            'PodExec': grpc.stream_stream_rpc_method_handler(
+                    servicer.PodExec,
+                    request_deserializer=orchestrator_dot_api_dot_pb_dot_agent__pb2.ExecInput.FromString,
+                    response_serializer=orchestrator_dot_api_dot_pb_dot_agent__pb2.ExecOutput.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -387,6 +423,60 @@ class Api:
             '/orch.api.v1.Api/Version',
             orchestrator_dot_api_dot_pb_dot_apiservice__pb2.VersionRequest.SerializeToString,
             orchestrator_dot_api_dot_pb_dot_apiservice__pb2.VersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PodLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/orch.api.v1.Api/PodLogs',
+            orchestrator_dot_api_dot_pb_dot_apiservice__pb2.PodLogsRequest.SerializeToString,
+            orchestrator_dot_api_dot_pb_dot_agent__pb2.LogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PodExec(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/orch.api.v1.Api/PodExec',
+            orchestrator_dot_api_dot_pb_dot_agent__pb2.ExecInput.SerializeToString,
+            orchestrator_dot_api_dot_pb_dot_agent__pb2.ExecOutput.FromString,
             options,
             channel_credentials,
             insecure,
