@@ -20,6 +20,8 @@ from orchestrator.client.client import Client
 from orchestrator.client.config import ConfigFile
 
 log = logging.getLogger(__name__)
+# The cluster-wide pod range: traffic within it is not masqueraded.
+CLUSTER_CIDR = "10.244.0.0/16"
 
 
 @dataclass
@@ -86,7 +88,9 @@ class Agent:
     async def _pod_network(self, pod_cidr: str) -> Any:
         from agent.network.bridge import BridgeNetwork
 
-        network = BridgeNetwork(pod_cidr, self.config.data_dir / "network")
+        network = BridgeNetwork(
+            pod_cidr, self.config.data_dir / "network", cluster_cidr=CLUSTER_CIDR
+        )
         await network.ensure_bridge()
         return network
 

@@ -10,6 +10,7 @@ from orchestrator.client.config import Connection
 from orchestrator.controllers.base import Controller
 from orchestrator.controllers.csr_signer import CSRSigner
 from orchestrator.controllers.garbage_collector import GarbageCollector
+from orchestrator.controllers.node_ipam import NodeIPAMController
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,7 @@ class ControllerManager:
         self.controllers: list[Controller] = [
             CSRSigner(self.client, pki.cluster_ca()),
             GarbageCollector(self.client),
+            NodeIPAMController(self.client),
         ]
 
     async def start(self) -> None:
