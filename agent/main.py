@@ -48,10 +48,18 @@ async def _run(config: AgentConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    # Start in the background so a SIGTERM while starting (e.g. still waiting
+    # for a pod CIDR) stops the agent at once.
+    starting = asyncio.create_task(agent.start())
+    stopping = asyncio.create_task(stop.wait())
     try:
-        await agent.start()
-        await stop.wait()
+        done, _ = await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting in done:
+            starting.result()  # a failed start ends the agent with its error
+            await stopping
     finally:
+        for task in (starting, stopping):
+            task.cancel()
         await agent.stop()
 
 

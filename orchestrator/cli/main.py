@@ -21,14 +21,18 @@ from orchestrator.api.kinds import UnknownKindError
 from orchestrator.api.selectors import SelectorError
 from orchestrator.cli import (
     apply,
+    cluster,
     config_cmds,
     delete,
     describe,
     get,
+    image,
     info_cmds,
     labels,
+    logs,
     token,
 )
+from orchestrator.cli import exec as exec_cmd
 from orchestrator.cli.errors import (
     CliError,
     from_server,
@@ -319,9 +323,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("tokens", nargs="+", metavar="ID|TOKEN")
     q.set_defaults(func=token.run_delete)
 
+    # logs, exec
+    p = verb("logs", "Print the logs of a container in a pod", logs.run_logs)
+    logs.add_arguments(p)
+    p = verb("exec", "Run a command in a container of a pod", exec_cmd.run_exec)
+    exec_cmd.add_arguments(p)
+
     # config
     p = verb("config", "View and change the configuration file", _usage(p_name="config"))
     config_cmds.add_parsers(p, common, _Parser)
+
+    # cluster, image: local clusters (deploy/local)
+    p = verb("cluster", "Create, remove and list local clusters", _usage(p_name="cluster"))
+    cluster.add_parsers(p, common, _Parser)
+    p = verb("image", "Load images into a local cluster", _usage(p_name="image"))
+    image.add_parsers(p, common, _Parser)
 
     # version, api-resources
     p = verb("version", "Print the client and server versions", info_cmds.run_version)
@@ -391,7 +407,10 @@ _POSITIONALS = {
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    argv, remote_command = exec_cmd.split_command(argv)
     args, extras = parser.parse_known_args(argv)
+    if remote_command is not None:
+        args.command = list(getattr(args, "command", [])) + remote_command
     dest = _POSITIONALS.get(getattr(args, "verb", None) or "")
     flags = [e for e in extras if e.startswith("-") and e != "-"]
     if flags or (extras and dest is None):
