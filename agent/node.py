@@ -245,12 +245,12 @@ class NodeReporter:
                     self.agent_port,
                 )
                 try:
-                    created = await self.client.create(node)
+                    await self.client.create(node)
                 except AlreadyExistsError:
                     continue
-                # Status on create is kept for Nodes, but write it through the
-                # status subresource as well so both paths agree.
-                return await self._write_status(created, conditions, version, images)
+                # Controllers (pod CIDR allocation) may update the Node at once:
+                # write status on a fresh read, retrying on conflicts.
+                return await self.update_status()
             fresh = type(node)()
             fresh.CopyFrom(node)
             build_node_status(
@@ -264,10 +264,10 @@ class NodeReporter:
                 self.agent_port,
             )
             try:
-                updated = await self.client.update(fresh)  # labels
-                return await self._write_status(updated, conditions, version, images)
+                await self.client.update(fresh)  # labels
             except ConflictError:
                 continue
+            return await self.update_status()
         raise RuntimeError(f"could not register node {self.node_name}: too many conflicts")
 
     async def _write_status(
@@ -293,13 +293,13 @@ class NodeReporter:
 
     async def update_status(self) -> Any:
         conditions, version, images = await self._observe()
-        for _attempt in range(5):
+        for _attempt in range(10):
             node = await self.client.get("Node", self.node_name)
             try:
                 return await self._write_status(node, conditions, version, images)
             except ConflictError:
-                continue
-        return None
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"node {self.node_name}: its status update kept conflicting")
 
     async def renew_lease(self) -> Any:
         try:
