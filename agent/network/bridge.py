@@ -15,7 +15,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import json
 import logging
+import os
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,35 @@ def _ns_ipr(path: str) -> IPRoute:
     """Netlink in the namespace at path. flags=0: pyroute2 would otherwise
     *create* a namespace that is missing (O_CREAT is its default)."""
     return IPRoute(netns=path, flags=0)
+
+
+class PodSide:
+    """Commands inside a pod's network namespace, through `nsenter` + iproute2.
+
+    Not pyroute2's netns support: it forks the agent to enter the namespace,
+    and forking a process with gRPC threads running can deadlock or kill it
+    (seen: an agent vanished mid-setup). fork+exec of a small tool is safe."""
+
+    def __init__(self, netns_path: str) -> None:
+        self.netns_path = netns_path
+
+    def ip(self, *args: str) -> str:
+        cmd = ["nsenter", f"--net={self.netns_path}", "ip", *args]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+        if out.returncode != 0:
+            raise PodNetworkError(f"{' '.join(cmd)}: {out.stderr.strip() or out.returncode}")
+        return out.stdout
+
+    def link(self, ifname: str) -> dict[str, Any] | None:
+        """`ip -j -d link show` of one interface, or None if it is absent."""
+        cmd = ["nsenter", f"--net={self.netns_path}", "ip", "-j", "link", "show", "dev", ifname]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+        if out.returncode != 0:
+            if not os.path.exists(self.netns_path):
+                raise PodNetworkError(f"network namespace {self.netns_path} does not exist")
+            return None
+        links = json.loads(out.stdout or "[]")
+        return links[0] if links else None
 
 
 def _first(ipr: Any, ifname: str) -> int | None:
@@ -205,32 +237,31 @@ class BridgeNetwork:
                 self._reattach_pods(ipr, bridge_index, skip=pod_uid)
                 # Whoever deleted the bridge may have flushed our rules too.
                 self.firewall.ensure()
-            with _ns_ipr(pod_netns) as pod:
-                host_index = self._ensure_veth_pair(ipr, pod, host_name, pod_netns)
-                ipr.link("set", index=host_index, master=bridge_index, mtu=self.mtu)
-                ipr.brport("set", index=host_index, mode=BRIDGE_MODE_HAIRPIN)
-                ipr.link("set", index=host_index, state="up")
-                self._configure_pod_side(pod, ip)
+            pod = PodSide(pod_netns)
+            host_index = self._ensure_veth_pair(ipr, pod, host_name, pod_netns)
+            ipr.link("set", index=host_index, master=bridge_index, mtu=self.mtu)
+            ipr.brport("set", index=host_index, mode=BRIDGE_MODE_HAIRPIN)
+            ipr.link("set", index=host_index, state="up")
+            self._configure_pod_side(pod, ip)
 
     def _ensure_veth_pair(self, ipr: Any, pod: Any, host_name: str, pod_netns: str) -> int:
         """The host end's ifindex, after making sure it pairs with eth0 in the pod."""
         host_index = _first(ipr, host_name)
-        pod_index = _first(pod, POD_IFNAME)
-        if host_index is not None and pod_index is not None:
+        pod_link = pod.link(POD_IFNAME)
+        if host_index is not None and pod_link is not None:
             host_link = ipr.link("get", index=host_index)[0]
-            pod_link = pod.link("get", index=pod_index)[0]
             if (
                 _kind(host_link) == "veth"
-                and host_link.get("IFLA_LINK") == pod_index
-                and pod_link.get("IFLA_LINK") == host_index
+                and host_link.get("IFLA_LINK") == pod_link.get("ifindex")
+                and pod_link.get("link_index") == host_index
             ):
                 return host_index  # already wired: a repeated setup
         # A host end left from an earlier sandbox, or an eth0 that is not our
         # peer: start clean.
         if host_index is not None:
             ipr.link("del", index=host_index)
-        if pod_index is not None:
-            pod.link("del", index=pod_index)
+        if pod_link is not None:
+            pod.ip("link", "del", POD_IFNAME)
         ipr.link(
             "add",
             ifname=host_name,
@@ -243,16 +274,14 @@ class BridgeNetwork:
             raise PodNetworkError(f"veth {host_name} vanished right after creation")
         return host_index
 
-    def _configure_pod_side(self, pod: Any, ip: str) -> None:
-        lo = _first(pod, "lo")
-        if lo is not None:
-            pod.link("set", index=lo, state="up")
-        eth0 = _first(pod, POD_IFNAME)
-        if eth0 is None:
+    def _configure_pod_side(self, pod: PodSide, ip: str) -> None:
+        if pod.link(POD_IFNAME) is None:
             raise PodNetworkError(f"{POD_IFNAME} is missing in the pod's network namespace")
-        _ensure_only_address(pod, eth0, ip, self.prefix_len)
-        pod.link("set", index=eth0, state="up")
-        pod.route("replace", dst="0.0.0.0/0", gateway=self.gateway, oif=eth0)
+        pod.ip("link", "set", "lo", "up")
+        pod.ip("addr", "flush", "dev", POD_IFNAME)
+        pod.ip("addr", "add", f"{ip}/{self.prefix_len}", "dev", POD_IFNAME)
+        pod.ip("link", "set", POD_IFNAME, "up")
+        pod.ip("route", "replace", "default", "via", self.gateway, "dev", POD_IFNAME)
 
     async def teardown(self, pod_uid: str, netns_path: str | None) -> None:
         # Deleting the host end takes the peer in the pod's namespace with it,

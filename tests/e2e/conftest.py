@@ -72,7 +72,8 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
             pytest.fail(f"local cluster {name} came up with failed nodes:\n{logs}")
         yield LocalCluster(name, config, result)
     finally:
-        cluster.down(name, config_path=config)
+        if os.environ.get("E2E_KEEP_CLUSTER") != "1":  # keep it to debug a failure
+            cluster.down(name, config_path=config)
 
 
 @pytest.fixture
