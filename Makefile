@@ -2,7 +2,6 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
-DEMO_DIR ?= /tmp/orchestrator-demo
 
 .PHONY: setup test lint proto proto-check unit integration bench demo demo-down clean
 
@@ -32,12 +31,13 @@ integration: setup
 
 bench: setup
 	$(PY) tests/perf/bench_api.py
+	$(PY) tests/perf/bench_pod_start.py
 
 demo: setup
-	@scripts/demo.sh $(DEMO_DIR)
+	@scripts/demo.sh
 
 demo-down:
-	@scripts/demo.sh --down $(DEMO_DIR)
+	@scripts/demo.sh --down
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,10 +1,9 @@
 #!/bin/bash
 # `make demo`: a 3-node local cluster on this host (orchctl cluster up), the example
 # app of deploy/examples/ on it, and the nodes and pods to show for it.
-#   scripts/demo.sh [DIR]          bring it up (idempotent) and apply deploy/examples/
-#   scripts/demo.sh --down [DIR]   remove the cluster and everything it made
-# DIR (the Makefile's DEMO_DIR) is accepted for compatibility and not used: the
-# cluster lives in /var/lib/orch-local/demo and its context "demo" goes into
+#   scripts/demo.sh          bring it up (idempotent) and apply deploy/examples/
+#   scripts/demo.sh --down   remove the cluster and everything it made
+# The cluster lives in /var/lib/orch-local/demo; its context "demo" goes into
 # $ORCHCONFIG, else ~/.orch/config.
 set -euo pipefail
 cd "$(dirname "$0")/.."
