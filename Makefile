@@ -17,7 +17,7 @@ proto-check: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy orchestrator agent certs
+	$(BIN)/mypy orchestrator agent certs deploy
 	$(BIN)/lint-imports
 
 test: setup lint proto-check
