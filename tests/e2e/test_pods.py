@@ -468,3 +468,94 @@ async def test_local_pv_data_survives_pod_deletion(
     r = orchctl(local_cluster, "exec", "-n", namespace, "reader", "--", "cat", "/data/file")
     assert r.stdout == "persisted\n"
     await client.delete("PersistentVolume", pv_name)
+
+
+async def waiting_reason(client: Client, name: str, ns: str) -> str:
+    p = await client.get("Pod", name, ns)
+    st = p.status.container_statuses
+    if not st:
+        return ""
+    return str(
+        st[0].state.waiting.reason
+        or st[0].state.terminated.reason
+        or st[0].last_state.terminated.reason
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "container", "extra", "reasons"),
+    [
+        (
+            "no-such-image",
+            {"image": "nonexistent/never:1"},
+            {},
+            {"ErrImagePull", "ImagePullBackOff"},
+        ),
+        (
+            "no-such-command",
+            {"command": ["/no/such/binary"]},
+            {},
+            {"ContainerCannotRun", "CreateContainerError", "StartError", "CrashLoopBackOff"},
+        ),
+        (
+            "missing-key",
+            {
+                "env": [
+                    {
+                        "name": "X",
+                        "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "nope"}},
+                    }
+                ]
+            },
+            {},
+            {"CreateContainerConfigError"},
+        ),
+    ],
+)
+async def test_bad_input_shows_as_a_clear_reason(
+    local_cluster: LocalCluster,
+    client: Client,
+    namespace: str,
+    case: str,
+    container: dict[str, Any],
+    extra: dict[str, Any],
+    reasons: set[str],
+) -> None:
+    spec = sleeper(**container)
+    await client.create(pod(case, namespace, local_cluster.node_name(2), [spec], **extra))
+
+    async def reason() -> str:
+        r = await waiting_reason(client, case, namespace)
+        return r if r in reasons else ""
+
+    await wait_for(reason, timeout=60, what=f"one of {sorted(reasons)}")
+    # The agent is still fine: a good pod next to it runs.
+    await client.create(pod(f"{case}-ok", namespace, local_cluster.node_name(2), [sleeper()]))
+    await wait_for(lambda: running(client, f"{case}-ok", namespace), what="neighbour running")
+
+
+async def test_missing_host_path_is_reported(
+    local_cluster: LocalCluster, client: Client, namespace: str
+) -> None:
+    await client.create(
+        pod(
+            "nohost",
+            namespace,
+            local_cluster.node_name(1),
+            [sleeper(volumeMounts=[{"name": "h", "mountPath": "/h"}])],
+            volumes=[
+                {"name": "h", "hostPath": {"path": "/no/such/dir/orch-e2e", "type": "Directory"}}
+            ],
+        )
+    )
+
+    async def reported() -> bool:
+        events = (
+            await client.list("Event", namespace, field_selector="involvedObject.name=nohost")
+        ).items
+        p = await client.get("Pod", "nohost", namespace)
+        return p.status.phase == "Pending" and any(
+            "/no/such/dir/orch-e2e" in e.message for e in events
+        )
+
+    await wait_for(reported, timeout=60, what="an event naming the missing hostPath")
