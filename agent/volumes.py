@@ -243,33 +243,11 @@ class VolumeManager:
         if vol.HasField("config_map"):
             src = vol.config_map
             data = await self._configmap_data(ns, src.name, src.optional, name)
-            files = project_keys(
-                "ConfigMap",
-                src.name,
-                data,
-                src.items,
-                src.default_mode if src.HasField("default_mode") else DEFAULT_MODE,
-                src.optional,
-                name,
-            )
-            path = self.volume_dir(uid, name)
-            await asyncio.to_thread(write_atomic, path, files)
-            return VolumeSource(str(path), read_only=True)
+            return await self._projected(uid, name, "ConfigMap", src.name, data, src)
         if vol.HasField("secret"):
             src = vol.secret
             data = await self._secret_data(ns, src.secret_name, src.optional, name)
-            files = project_keys(
-                "Secret",
-                src.secret_name,
-                data,
-                src.items,
-                src.default_mode if src.HasField("default_mode") else DEFAULT_MODE,
-                src.optional,
-                name,
-            )
-            path = self.volume_dir(uid, name)
-            await asyncio.to_thread(write_atomic, path, files)
-            return VolumeSource(str(path), read_only=True)
+            return await self._projected(uid, name, "Secret", src.secret_name, data, src)
         if vol.HasField("persistent_volume_claim"):
             return await self._pvc(pod, vol)
         if vol.HasField("empty_dir") or not _has_other_source(vol):
@@ -298,6 +276,23 @@ class VolumeManager:
                 raise VolumeError(
                     name, f'MountVolume.SetUp failed for volume "{name}": {exc}'
                 ) from None
+
+    async def _projected(
+        self, uid: str, name: str, kind: str, source: str, data: Any, src: Any
+    ) -> VolumeSource:
+        """A ConfigMap or Secret as files, swapped in atomically (kubelet's ..data)."""
+        files = project_keys(
+            kind,
+            source,
+            data,
+            src.items,
+            src.default_mode if src.HasField("default_mode") else DEFAULT_MODE,
+            src.optional,
+            name,
+        )
+        path = self.volume_dir(uid, name)
+        await asyncio.to_thread(write_atomic, path, files)
+        return VolumeSource(str(path), read_only=True)
 
     async def _configmap_data(
         self, ns: str, name: str, optional: bool, volume: str

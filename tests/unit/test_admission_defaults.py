@@ -11,6 +11,7 @@ from google.protobuf.message import Message
 from orchestrator.api import codec
 from orchestrator.apiserver.admission import apply_defaults
 from orchestrator.apiserver.admission.defaults import image_pull_policy, pod_qos_class
+from tests.unit.manifests import container, deployment, job, pod, template, workload
 
 pytestmark = pytest.mark.unit
 
@@ -26,51 +27,6 @@ def defaulted(doc: dict[str, Any]) -> Message:
 def read_back(doc: dict[str, Any]) -> dict[str, Any]:
     """The Kubernetes-form dict of the defaulted object, as a client would get it."""
     return codec.to_dict(defaulted(doc))
-
-
-def container(**extra: Any) -> dict[str, Any]:
-    return {"name": "app", "image": "busybox:1.36", **extra}
-
-
-def pod(**spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "p", "namespace": "ns"},
-        "spec": {"containers": [container()], **spec},
-        "status": {"phase": "Pending"},  # as prepare_create leaves a new pod
-    }
-
-
-def template(**spec: Any) -> dict[str, Any]:
-    return {
-        "metadata": {"labels": {"app": "web"}},
-        "spec": {"containers": [container()], **spec},
-    }
-
-
-def deployment(**spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": "ns"},
-        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template(), **spec},
-    }
-
-
-def workload(kind: str, **spec: Any) -> dict[str, Any]:
-    doc = deployment(**spec)
-    doc["kind"] = kind
-    return doc
-
-
-def job(**spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": "pi", "namespace": "ns"},
-        "spec": {"template": template(restartPolicy="Never"), **spec},
-    }
 
 
 def service(**spec: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from orchestrator.api import codec
 from orchestrator.api.codec import FieldError
 from orchestrator.apiserver.admission import apply_defaults, normalize, validate
 from orchestrator.apiserver.admission import validation as validation_module
+from tests.unit.manifests import container, deployment, job, pod, template, workload
 
 pytestmark = pytest.mark.unit
 
@@ -55,51 +56,6 @@ def assert_only(
 
 def error_paths(doc: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
     return [e.path for e in errors(doc, old)]
-
-
-def container(**extra: Any) -> dict[str, Any]:
-    return {"name": "app", "image": "busybox:1.36", **extra}
-
-
-def pod(**spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "web-1", "namespace": "demo", "labels": {"app": "web"}},
-        "spec": {"containers": [container()], **spec},
-        "status": {"phase": "Pending"},
-    }
-
-
-def template(labels: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
-    return {
-        "metadata": {"labels": labels if labels is not None else {"app": "web"}},
-        "spec": {"containers": [container()], **spec},
-    }
-
-
-def deployment(**spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": "demo"},
-        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template(), **spec},
-    }
-
-
-def workload(kind: str, **spec: Any) -> dict[str, Any]:
-    doc = deployment(**spec)
-    doc["kind"] = kind
-    return doc
-
-
-def job(**spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": "pi", "namespace": "demo"},
-        "spec": {"template": template(restartPolicy="Never"), **spec},
-    }
 
 
 def cronjob(**spec: Any) -> dict[str, Any]:
