@@ -26,6 +26,7 @@ from orchestrator.client.client import (
     AlreadyExistsError,
     ApiError,
     Client,
+    ConflictError,
     ForbiddenError,
     UnauthenticatedError,
     UnavailableError,
@@ -398,6 +399,17 @@ async def test_renewal_gives_a_new_certificate(joined: dict[str, Path]) -> None:
 # -- the node authorizer ----------------------------------------------------------------------
 
 
+async def modify(client: Client, name: str, change: Any, write: Any) -> Any:
+    for _ in range(10):
+        fresh = await client.get("Node", name)
+        change(fresh)
+        try:
+            return await write(fresh)
+        except ConflictError:
+            continue
+    raise AssertionError(f"node {name} kept conflicting")
+
+
 async def test_node_may_write_its_own_node_and_lease_only(
     admin: Client, node_a: Client, joined: dict[str, Path]
 ) -> None:
@@ -407,11 +419,18 @@ async def test_node_may_write_its_own_node_and_lease_only(
         await admin.create(node(NODE_B))
     await admin.create(lease(NODE_B))
 
-    mine = await node_a.create(node(NODE_A))
-    mine.metadata.labels["example.com/ready"] = "yes"
-    mine = await node_a.update(mine)
-    mine.status.phase = "Running"
-    await node_a.update_status(mine)
+    await node_a.create(node(NODE_A))
+
+    # The control plane's pod-CIDR allocator writes new Nodes too: retry on
+    # conflict with a fresh read, as every real client does.
+    def label(n: Any) -> None:
+        n.metadata.labels["example.com/ready"] = "yes"
+
+    def phase(n: Any) -> None:
+        n.status.phase = "Running"
+
+    await modify(node_a, NODE_A, label, node_a.update)
+    await modify(node_a, NODE_A, phase, node_a.update_status)
     assert len((await node_a.list("Node")).items) >= 2  # nodes may read every Node
 
     other = await node_a.get("Node", NODE_B)

@@ -449,11 +449,12 @@ async def _node_client(cp: ControlPlane, tmp_path: Path, node: str) -> Client:
 async def _register(admin: Client, name: str, port: int) -> None:
     node = kind_info("Node").new()
     node.metadata.name = name
-    created = await admin.create(node)
-    created.status.addresses.add(type="InternalIP", address="127.0.0.1")
-    created.status.addresses.add(type="Hostname", address=name)
-    created.status.daemon_endpoints.kubelet_endpoint.port = port
-    await admin.update_status(created)
+    # Status goes in with the create: a Node's status is kept on create, and a
+    # later update would race the control plane's pod-CIDR allocator.
+    node.status.addresses.add(type="InternalIP", address="127.0.0.1")
+    node.status.addresses.add(type="Hostname", address=name)
+    node.status.daemon_endpoints.kubelet_endpoint.port = port
+    await admin.create(node)
 
 
 async def _pod(admin: Client, name: str, node: str, containers: list[str]) -> Any:
