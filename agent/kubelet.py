@@ -26,13 +26,13 @@ from typing import Any
 
 from agent.network.types import PodNetwork
 from agent.pods.actions import BackOff
-from agent.pods.events import EventRecorder
 from agent.pods.podutil import newest_first
 from agent.pods.sync import PodSyncer
 from agent.pods.worker import PodWorkers
 from agent.probes import ProbeManager
 from agent.runtime.types import ContainerInfo, ContainerState, PodRuntime
 from agent.volumes import Mounter, VolumeManager
+from orchestrator.client.events import EventRecorder
 from orchestrator.client.informer import Informer
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class Kubelet:
         self.relist_interval = relist_interval
         self.gc_interval = gc_interval
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.events = EventRecorder(client, node_name, clock=self.clock)
+        self.events = EventRecorder(client, node_name, component="orch-agent", clock=self.clock)
         self.volumes = VolumeManager(self.root_dir, client, mounter=mounter)
         self.workers = PodWorkers(self._sync, self._kill, self._remove, resync=resync)
         self.probes = ProbeManager(

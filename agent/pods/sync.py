@@ -20,7 +20,6 @@ from typing import Any
 
 from agent.network.types import PodNetwork
 from agent.pods.actions import BackOff, ContainerToStart, backoff_key, compute_pod_actions
-from agent.pods.events import EventRecorder
 from agent.pods.podutil import container_hash, fmt_time, pod_hostname
 from agent.pods.status import compute_pod_status, status_equal
 from agent.probes import ProbeManager, run_handler
@@ -40,6 +39,7 @@ from agent.runtime.types import (
 from agent.volumes import VolumeError, VolumeManager, VolumeSource, secret_data
 from orchestrator.api.quantity import QuantityError, cpu_millis, memory_bytes, parse_quantity
 from orchestrator.client.client import ApiError, ConflictError, NotFoundError
+from orchestrator.client.events import EventRecorder
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from agent.pods.actions import BackOff
-from agent.pods.events import EventRecorder
 from agent.pods.sync import PodSyncer, render_hosts, render_resolv
 from agent.pods.testing import FakeClient, FakeMounter, FakeNetwork, make_pod
 from agent.pods.worker import PodWorkers
@@ -19,6 +18,7 @@ from agent.runtime.fake import FakeRuntime
 from agent.runtime.types import ContainerState, ExecResult
 from agent.volumes import VolumeManager
 from orchestrator.api.codec import from_dict
+from orchestrator.client.events import EventRecorder
 
 pytestmark = pytest.mark.unit
 
@@ -152,7 +152,7 @@ class Env:
         self.runtime = FakeRuntime(self.clock)
         self.network = FakeNetwork()
         self.volumes = VolumeManager(tmp_path, self.client, mounter=FakeMounter())
-        self.events = EventRecorder(self.client, "node-1", clock=self.clock)
+        self.events = EventRecorder(self.client, "node-1", component="orch-agent", clock=self.clock)
         self.probes = ProbeManager(self.runtime, lambda uid: None, clock=self.clock)
         self.syncer = self.new_syncer(tmp_path)
 

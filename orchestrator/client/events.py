@@ -1,9 +1,11 @@
-"""Events about pods (core/v1 Event), deduplicated as the kubelet's recorder does:
-a repeat of the same (object, type, reason, message) bumps count and
-lastTimestamp on one Event named `<pod>.<hash>` instead of adding another.
+"""Events (core/v1 Event), deduplicated as client-go's recorder does: a repeat
+of the same (object, type, reason, message) bumps count and lastTimestamp on
+one Event named `<object>.<hash>` instead of adding another.
 
-Recording never blocks a pod's sync: events go through a queue that a
-background task drains; a failure to write one is logged and dropped.
+Used by the agent (pods) and by every controller and the scheduler. Recording
+never blocks the caller: events go through a queue that a background task
+drains; a failure to write one is logged and dropped. Events about
+cluster-scoped objects (Nodes) go to the `default` namespace, as in Kubernetes.
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.pods.podutil import fmt_time
 from orchestrator.api.pb import core_v1_pb2 as core
 from orchestrator.client.client import AlreadyExistsError, ApiError, ConflictError, NotFoundError
 
 log = logging.getLogger(__name__)
 
-COMPONENT = "orch-agent"
+CLUSTER_SCOPED_EVENT_NAMESPACE = "default"
 MAX_QUEUE = 1000
 MAX_CACHE = 4096
 
@@ -36,13 +37,13 @@ class EventRecorder:
     def __init__(
         self,
         client: Any,
-        node_name: str,
+        host: str,
         *,
-        component: str = COMPONENT,
+        component: str,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.client = client
-        self.node_name = node_name
+        self.host = host
         self.component = component
         self.clock = clock or (lambda: datetime.now(UTC))
         self._queue: asyncio.Queue[tuple[Any, str, str, str, str]] = asyncio.Queue(MAX_QUEUE)
@@ -63,9 +64,10 @@ class EventRecorder:
                 await self._task
             self._task = None
 
-    def record(self, pod: Any, type_: str, reason: str, message: str, field_path: str = "") -> None:
+    def record(self, obj: Any, type_: str, reason: str, message: str, field_path: str = "") -> None:
+        """Queue an event about obj (any API object with kind and metadata)."""
         try:
-            self._queue.put_nowait((pod, type_, reason, message, field_path))
+            self._queue.put_nowait((obj, type_, reason, message, field_path))
         except asyncio.QueueFull:
             log.warning("event queue full; dropping %s %s", reason, message)
 
@@ -74,36 +76,37 @@ class EventRecorder:
 
     async def _run(self) -> None:
         while True:
-            pod, type_, reason, message, field_path = await self._queue.get()
+            obj, type_, reason, message, field_path = await self._queue.get()
             try:
-                await self.write(pod, type_, reason, message, field_path)
+                await self.write(obj, type_, reason, message, field_path)
             except asyncio.CancelledError:
                 raise
             except ApiError as exc:
-                log.debug("event %s for %s not written: %s", reason, pod.metadata.name, exc)
+                log.debug("event %s for %s not written: %s", reason, obj.metadata.name, exc)
             except Exception:
-                log.exception("event %s for %s not written", reason, pod.metadata.name)
+                log.exception("event %s for %s not written", reason, obj.metadata.name)
             finally:
                 self._queue.task_done()
 
     async def write(
-        self, pod: Any, type_: str, reason: str, message: str, field_path: str = ""
+        self, obj: Any, type_: str, reason: str, message: str, field_path: str = ""
     ) -> Any:
-        m = pod.metadata
+        m = obj.metadata
+        namespace = m.namespace or CLUSTER_SCOPED_EVENT_NAMESPACE
         key = "\x00".join((m.uid, field_path, type_, reason, message))
         name = event_name(m.name, key)
-        now = fmt_time(self.clock())
+        now = self.clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if name in self._counts:
             try:
-                return await self._bump(m.namespace, name, now)
+                return await self._bump(namespace, name, now)
             except NotFoundError:
                 self._counts.pop(name, None)
         ev = core.Event(api_version="v1", kind="Event")
         ev.metadata.name = name
-        ev.metadata.namespace = m.namespace
+        ev.metadata.namespace = namespace
         ref = ev.involved_object
-        ref.kind = "Pod"
-        ref.api_version = "v1"
+        ref.kind = obj.kind or "Pod"
+        ref.api_version = obj.api_version or "v1"
         ref.namespace = m.namespace
         ref.name = m.name
         ref.uid = m.uid
@@ -114,19 +117,20 @@ class EventRecorder:
         ev.message = message[:1024]
         ev.type = type_
         ev.source.component = self.component
-        ev.source.host = self.node_name
+        if self.host:
+            ev.source.host = self.host
         ev.first_timestamp = now
         ev.last_timestamp = now
         ev.count = 1
         ev.reporting_component = self.component
-        ev.reporting_instance = self.node_name
+        ev.reporting_instance = self.host or self.component
         try:
             created = await self.client.create(ev)
             self._remember(name)
             return created
         except AlreadyExistsError:
             self._remember(name)
-            return await self._bump(m.namespace, name, now)
+            return await self._bump(namespace, name, now)
 
     async def _bump(self, namespace: str, name: str, now: str) -> Any:
         for _ in range(3):
