@@ -176,6 +176,7 @@ async def serve(
     *,
     bookmark_interval: float = 30.0,
     watch_cache_size: int = 100_000,
+    controllers: tuple[str, ...] = ("*",),
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
@@ -197,7 +198,7 @@ async def serve(
     await server.start()
     await seed_cluster(server.registry, None)
     conn = admin_connection(data_dir, cfg, pki, server=f"127.0.0.1:{server.port}")
-    manager = ControllerManager(conn, pki)
+    manager = ControllerManager(conn, pki, controllers)
     await manager.start()
     log.info("control plane serving on port %d with the %s store", server.port, cfg.store)
     if ready is not None:
@@ -216,6 +217,13 @@ async def serve(
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from orchestrator.controllers.manager import UnknownControllerError, select_controllers
+
+    try:
+        select_controllers(args.controllers.split(","))
+    except UnknownControllerError as exc:
+        print(f"error: --controllers: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.INFO if not args.verbose else logging.DEBUG,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -226,6 +234,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             args.listen,
             bookmark_interval=args.bookmark_interval,
             watch_cache_size=args.watch_cache_size,
+            controllers=tuple(args.controllers.split(",")),
         )
     )
     return 0
@@ -262,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=100_000,
         help="events kept for watches that resume from a resourceVersion",
+    )
+    srv.add_argument(
+        "--controllers",
+        default="*",
+        help="controllers to run: '*' for all, NAME to add one, -NAME to leave one out "
+        "(e.g. '*,-deployment')",
     )
     srv.add_argument("-v", "--verbose", action="store_true")
     srv.set_defaults(func=cmd_serve)

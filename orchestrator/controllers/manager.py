@@ -1,8 +1,15 @@
-"""Run the controllers of the control plane over one API connection."""
+"""Run the controllers of the control plane over one API connection.
+
+Every controller is registered by name in CONTROLLERS; `--controllers` picks
+them as kube-controller-manager's flag does: `*` is every controller, `name`
+adds one, `-name` removes one (`*,-deployment` runs all but the Deployment
+controller).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 
 from certs.bundle import ClusterPKI
 from orchestrator.client.client import Client
@@ -14,14 +21,45 @@ from orchestrator.controllers.node_ipam import NodeIPAMController
 
 log = logging.getLogger(__name__)
 
+Factory = Callable[[Client, ClusterPKI], Controller]
+
+CONTROLLERS: dict[str, Factory] = {
+    "csrsigning": lambda client, pki: CSRSigner(client, pki.cluster_ca()),
+    "garbagecollector": lambda client, pki: GarbageCollector(client),
+    "nodeipam": lambda client, pki: NodeIPAMController(client),
+}
+
+
+class UnknownControllerError(ValueError):
+    pass
+
+
+def select_controllers(spec: Iterable[str]) -> list[str]:
+    """Names chosen by a --controllers list, in registration order."""
+    chosen: set[str] = set()
+    removed: set[str] = set()
+    for item in spec:
+        item = item.strip()
+        if not item:
+            continue
+        name = item.removeprefix("-")
+        if name != "*" and name not in CONTROLLERS:
+            known = ", ".join(sorted(CONTROLLERS))
+            raise UnknownControllerError(f'unknown controller "{name}" (known: {known})')
+        if item == "*":
+            chosen.update(CONTROLLERS)
+        elif item.startswith("-"):
+            removed.add(name)
+        else:
+            chosen.add(name)
+    return [name for name in CONTROLLERS if name in chosen and name not in removed]
+
 
 class ControllerManager:
-    def __init__(self, conn: Connection, pki: ClusterPKI) -> None:
+    def __init__(self, conn: Connection, pki: ClusterPKI, enabled: Iterable[str] = ("*",)) -> None:
         self.client = Client(conn)
         self.controllers: list[Controller] = [
-            CSRSigner(self.client, pki.cluster_ca()),
-            GarbageCollector(self.client),
-            NodeIPAMController(self.client),
+            CONTROLLERS[name](self.client, pki) for name in select_controllers(enabled)
         ]
 
     async def start(self) -> None:
