@@ -23,11 +23,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from agent.network.hostfw import HostFirewall, netns_path
 from agent.network.ipam import HostLocalIPAM
+from agent.network.netlink import IPRoute, NetlinkError
 from agent.network.types import PodNetworkStatus
 
 log = logging.getLogger(__name__)

@@ -5,6 +5,13 @@ until 20/20. Also the agent's RSS with 20 running pods.
 
 Targets: ours / raw <= 1.5, ours / Swarm <= 0.7, agent RSS < 80 MB.
 
+A third peer shows what the pod model itself costs on this engine: 20 pods
+made straight through the Docker API the way any Kubernetes-style runtime
+must (a sandbox container holding the network namespace plus the app
+container joined to it, 20 at once, no orchestration at all). Swarm starts
+one container per task, so ours / Swarm can be no better than this floor /
+Swarm.
+
     python tests/perf/bench_pod_start.py [--pods 20] [--out bench-results/bench_pod_start.json]
 
 Needs root: it brings up a one-node local cluster (deploy/local) and removes it.
@@ -109,6 +116,43 @@ def bench_raw(host: str, count: int) -> float:
     return elapsed
 
 
+def bench_pod_floor(host: str, count: int) -> float:
+    """20 sandbox + app container pairs straight through the Docker API."""
+    import docker as docker_sdk
+
+    api = docker_sdk.APIClient(base_url=host, version="auto", max_pool_size=count * 2)
+    tag = secrets.token_hex(3)
+
+    def one_pod(i: int) -> None:
+        sandbox = api.create_container(
+            IMAGE,
+            ["sleep", "3600"],
+            name=f"floor-{tag}-{i}-sandbox",
+            host_config=api.create_host_config(network_mode="none", ipc_mode="shareable"),
+        )
+        api.start(sandbox)
+        app = api.create_container(
+            IMAGE,
+            ["sleep", "3600"],
+            name=f"floor-{tag}-{i}-app",
+            host_config=api.create_host_config(
+                network_mode=f"container:{sandbox['Id']}",
+                ipc_mode=f"container:{sandbox['Id']}",
+            ),
+        )
+        api.start(app)
+
+    try:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(count) as pool:
+            list(pool.map(one_pod, range(count)))
+        return time.perf_counter() - start
+    finally:
+        for c in api.containers(all=True, filters={"name": f"floor-{tag}-"}):
+            api.remove_container(c["Id"], force=True)
+        api.close()
+
+
 def bench_swarm(host: str, advertise: str, count: int) -> float | str:
     try:
         docker(host, "swarm", "init", "--advertise-addr", advertise)
@@ -209,12 +253,17 @@ def main() -> int:
             raw = bench_raw(node.docker_host, args.pods)
             results["raw_docker_run_s"] = round(raw, 2)
             print(f"raw docker run -d x{args.pods}: {raw:.2f}s", flush=True)
+            floor = bench_pod_floor(node.docker_host, args.pods)
+            results["docker_api_pod_floor_s"] = round(floor, 2)
+            print(f"docker API floor, {args.pods} sandbox+app pairs: {floor:.2f}s", flush=True)
             swarm = bench_swarm(node.docker_host, node.ip, args.pods)
             results["swarm_s"] = round(swarm, 2) if isinstance(swarm, float) else swarm
             print(f"swarm: {results['swarm_s']}", flush=True)
             results["ratio_ours_over_raw"] = round(ours / raw, 3)
+            results["ratio_ours_over_pod_floor"] = round(ours / floor, 3)
             if isinstance(swarm, float):
                 results["ratio_ours_over_swarm"] = round(ours / swarm, 3)
+                results["ratio_pod_floor_over_swarm"] = round(floor / swarm, 3)
         finally:
             cluster.down(name, config_path=config)
     out = Path(args.out)
