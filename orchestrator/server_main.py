@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from certs import bundle, tokens
 from orchestrator.api.kinds import kind_info
+from orchestrator.apiserver.allocators import DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR
 from orchestrator.apiserver.cache import WatchCache
 from orchestrator.apiserver.errors import AlreadyExists
 from orchestrator.apiserver.registry import Registry, UserInfo
@@ -177,6 +179,8 @@ async def serve(
     bookmark_interval: float = 30.0,
     watch_cache_size: int = 100_000,
     controllers: tuple[str, ...] = ("*",),
+    service_cidr: str = DEFAULT_SERVICE_CIDR,
+    node_port_range: tuple[int, int] = DEFAULT_NODE_PORT_RANGE,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
@@ -194,6 +198,8 @@ async def serve(
         store_name=cfg.store,
         bookmark_interval=bookmark_interval,
         watch_cache_size=watch_cache_size,
+        service_cidr=service_cidr,
+        node_port_range=node_port_range,
     )
     await server.start()
     await seed_cluster(server.registry, None)
@@ -235,9 +241,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
             bookmark_interval=args.bookmark_interval,
             watch_cache_size=args.watch_cache_size,
             controllers=tuple(args.controllers.split(",")),
+            service_cidr=args.service_cluster_ip_range,
+            node_port_range=args.service_node_port_range,
         )
     )
     return 0
+
+
+def _ipv4_network(text: str) -> str:
+    try:
+        net = ipaddress.ip_network(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a CIDR: {exc}") from None
+    if net.version != 4 or net.num_addresses < 8:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an IPv4 range of /29 or wider")
+    return str(net)
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition("-")
+    try:
+        lo, hi = int(low), int(high)
+    except ValueError:
+        lo = hi = -1
+    if not sep or not 0 < lo <= hi <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LOW-HIGH, e.g. 30000-32767")
+    return lo, hi
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -277,6 +306,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="*",
         help="controllers to run: '*' for all, NAME to add one, -NAME to leave one out "
         "(e.g. '*,-deployment')",
+    )
+    srv.add_argument(
+        "--service-cluster-ip-range",
+        default=DEFAULT_SERVICE_CIDR,
+        type=_ipv4_network,
+        metavar="CIDR",
+        help=f"where Service ClusterIPs come from (default {DEFAULT_SERVICE_CIDR})",
+    )
+    srv.add_argument(
+        "--service-node-port-range",
+        default=DEFAULT_NODE_PORT_RANGE,
+        type=_port_range,
+        metavar="LOW-HIGH",
+        help="where NodePorts come from (default {}-{})".format(*DEFAULT_NODE_PORT_RANGE),
     )
     srv.add_argument("-v", "--verbose", action="store_true")
     srv.set_defaults(func=cmd_serve)

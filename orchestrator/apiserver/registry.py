@@ -23,6 +23,7 @@ from orchestrator.api.kinds import KindInfo, kind_info
 from orchestrator.api.merge import json_equal, three_way_merge
 from orchestrator.api.meta import meta, now_rfc3339
 from orchestrator.apiserver import admission
+from orchestrator.apiserver.allocators import AllocationError, ServiceAllocator
 from orchestrator.apiserver.cache import CachedObject, WatchCache
 from orchestrator.apiserver.errors import (
     AlreadyExists,
@@ -104,9 +105,14 @@ def _random_suffix(n: int = 5) -> str:
 
 
 class Registry:
-    def __init__(self, store: Store, cache: WatchCache) -> None:
+    def __init__(
+        self, store: Store, cache: WatchCache, allocator: ServiceAllocator | None = None
+    ) -> None:
         self.store = store
         self.cache = cache
+        # Hands out ClusterIPs and NodePorts; without one (seeding a fresh store)
+        # Services are written as given.
+        self.allocator = allocator
 
     # -- reads ---------------------------------------------------------------------
 
@@ -173,14 +179,17 @@ class Registry:
         if errors:
             raise Invalid(_label(info, m.namespace, m.name or "<unnamed>"), errors)
         await admission.check_quota_and_policy(obj, self.cache)
-        data = _encode(obj)
         if dry_run:
             return obj
+        claimed = await self._allocate(info, obj, None)
         key = info.key(m.namespace, m.name)
         try:
-            rev = await self.store.create(key, data)
-        except KeyExistsError:
-            raise AlreadyExists(f"{_label(info, m.namespace, m.name)} already exists") from None
+            rev = await self.store.create(key, _encode(obj))
+        except BaseException as exc:
+            await self._release(claimed)
+            if isinstance(exc, KeyExistsError):
+                raise AlreadyExists(f"{_label(info, m.namespace, m.name)} already exists") from None
+            raise
         await self.cache.wait_for(rev)
         m.resource_version = str(rev)
         return obj
@@ -266,23 +275,53 @@ class Registry:
             m.resource_version = str(revision)
             return new
         key = info.key(m.namespace, m.name)
-        try:
-            if m.deletion_timestamp and not self._held(info, new):
+        if m.deletion_timestamp and not self._held(info, new):
+            try:
                 rev = await self.store.delete(key, revision)
-                await self.cache.wait_for(rev)
-                m.resource_version = str(rev)
-                return new
+            except RevisionConflictError as exc:
+                raise self._modified(info, new, exc) from None
+            except KeyNotFoundError:
+                raise NotFound(f"{_label(info, m.namespace, m.name)} not found") from None
+            await self.cache.wait_for(rev)
+            m.resource_version = str(rev)
+            return new
+        claimed = await self._allocate(info, new, old)
+        if info.kind == "Service":
+            data = _encode(new)
+        try:
             rev = await self.store.update(key, data, revision)
-        except RevisionConflictError as exc:
-            raise Conflict(
-                f"Operation cannot be fulfilled on {_label(info, m.namespace, m.name)}: "
-                f"the object has been modified (expected {exc.expected}, now {exc.actual})"
-            ) from None
-        except KeyNotFoundError:
-            raise NotFound(f"{_label(info, m.namespace, m.name)} not found") from None
+        except BaseException as exc:
+            await self._release(claimed)
+            if isinstance(exc, RevisionConflictError):
+                raise self._modified(info, new, exc) from None
+            if isinstance(exc, KeyNotFoundError):
+                raise NotFound(f"{_label(info, m.namespace, m.name)} not found") from None
+            raise
         await self.cache.wait_for(rev)
         m.resource_version = str(rev)
         return new
+
+    @staticmethod
+    def _modified(info: KindInfo, obj: Message, exc: RevisionConflictError) -> Conflict:
+        m = meta(obj)
+        return Conflict(
+            f"Operation cannot be fulfilled on {_label(info, m.namespace, m.name)}: "
+            f"the object has been modified (expected {exc.expected}, now {exc.actual})"
+        )
+
+    async def _allocate(self, info: KindInfo, obj: Message, old: Message | None) -> list[str]:
+        """Claim a Service's ClusterIP and NodePorts before it is written."""
+        if info.kind != "Service" or self.allocator is None:
+            return []
+        try:
+            return await self.allocator.allocate(obj, old)
+        except AllocationError as exc:
+            m = meta(obj)
+            raise Invalid(_label(info, m.namespace, m.name), [exc.error]) from None
+
+    async def _release(self, claimed: list[str]) -> None:
+        if claimed and self.allocator is not None:
+            await self.allocator.release(claimed)
 
     @staticmethod
     def _held(info: KindInfo, obj: Message) -> bool:

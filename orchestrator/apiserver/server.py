@@ -12,6 +12,11 @@ import grpc
 
 from certs.bundle import ClusterPKI
 from orchestrator.api.pb import apiservice_pb2_grpc as pb_grpc
+from orchestrator.apiserver.allocators import (
+    DEFAULT_NODE_PORT_RANGE,
+    DEFAULT_SERVICE_CIDR,
+    ServiceAllocator,
+)
 from orchestrator.apiserver.authn import Authenticator
 from orchestrator.apiserver.authz import default_authorizer
 from orchestrator.apiserver.cache import WatchCache
@@ -78,13 +83,18 @@ class ApiServer:
         watch_cache_size: int = 100_000,
         compact_every: float = 300.0,
         keep_revisions: int = 100_000,
+        service_cidr: str = DEFAULT_SERVICE_CIDR,
+        node_port_range: tuple[int, int] = DEFAULT_NODE_PORT_RANGE,
     ) -> None:
         self.pki = pki
         self.store = store
         self.listen = listen
         self.token_listen = token_listen
         self.cache = WatchCache(store, history=watch_cache_size)
-        self.registry = Registry(store, self.cache)
+        self.allocator = ServiceAllocator(
+            store, self.cache, service_cidr=service_cidr, node_port_range=node_port_range
+        )
+        self.registry = Registry(store, self.cache, self.allocator)
         self.service = ApiService(
             self.registry,
             Authenticator(self.cache, pki.sa_public_pem()),
@@ -111,6 +121,7 @@ class ApiServer:
 
     async def start(self) -> None:
         await self.cache.start()
+        await self.allocator.start()
         server = grpc.aio.server(options=GRPC_OPTIONS)
         pb_grpc.add_ApiServicer_to_server(self.service, server)
         # The main port demands a certificate from the cluster CA: no
@@ -157,6 +168,7 @@ class ApiServer:
         if self._server is not None:
             await self._server.stop(grace)
         await self.service.proxy.close()
+        await self.allocator.stop()
         await self.cache.stop()
 
     async def wait(self) -> None:
