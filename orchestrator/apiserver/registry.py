@@ -179,12 +179,15 @@ class Registry:
         if errors:
             raise Invalid(_label(info, m.namespace, m.name or "<unnamed>"), errors)
         await admission.check_quota_and_policy(obj, self.cache)
+        data = _encode(obj)  # refuses an object over the size limit, dry run or not
         if dry_run:
             return obj
         claimed = await self._allocate(info, obj, None)
+        if claimed:
+            data = _encode(obj)
         key = info.key(m.namespace, m.name)
         try:
-            rev = await self.store.create(key, _encode(obj))
+            rev = await self.store.create(key, data)
         except BaseException as exc:
             await self._release(claimed)
             if isinstance(exc, KeyExistsError):
