@@ -424,6 +424,16 @@ class _Up:
         # Pod-to-Service hairpin needs bridged traffic through iptables (br_netfilter);
         # a kernel without the module simply lacks the key.
         netns.sysctl(node.netns, "net.bridge.bridge-nf-call-iptables", "1", check=False)
+        old = self.state.processes.get(f"dockerd:n{node.index}")
+        if old is None or not procs.is_alive(old):
+            # A dockerd that died leaves pidfiles (and maybe its containerd) that
+            # would stop a new one from starting.
+            if old is not None:
+                procs.reap(old.pid)
+            try:
+                dockerd.clear_leftovers(node)
+            except dockerd.RuntimeBusyError as exc:
+                raise ClusterError(str(exc)) from None
         rec = self.ensure_process(
             f"dockerd:n{node.index}",
             dockerd.argv(node, lay.registry),
@@ -981,3 +991,97 @@ def restart_agent(
     if rec is not None:
         procs.stop(rec)
     up(name, config_path=config_path, state_root=state_root, run_root=Path(state.run_root))
+
+
+# -- a node's container runtime, for fault tests -------------------------------------------
+
+
+def dockerd_pid(name: str, index: int, state_root: Path = STATE_ROOT) -> int:
+    """PID of node `index`'s dockerd (a fault test kills it to take the runtime away)."""
+    state = find_cluster(name, state_root)
+    rec = state.processes.get(f"dockerd:n{index}")
+    if rec is None or not procs.is_alive(rec):
+        raise ClusterError(f'node {index} of cluster "{name}" has no running dockerd')
+    return rec.pid
+
+
+def stop_node_runtime(
+    name: str, index: int, *, kill: bool = False, state_root: Path = STATE_ROOT
+) -> list[int]:
+    """Take node `index`'s Docker away: its dockerd and the containerd it owns.
+
+    kill=True is a crash (SIGKILL, containers keep running under their shims until
+    dockerd comes back); otherwise SIGTERM as an operator's stop would, with dockerd
+    stopping its containers first. The agent is left running: it is what must cope.
+    Returns the PIDs stopped."""
+    state = find_cluster(name, state_root)
+    lay = state.layout
+    if not 1 <= index <= lay.nodes:
+        raise ClusterError(f'cluster "{name}" has no node {index}')
+    node = lay.node(index)
+    with cluster_lock(lay.lock_file):
+        pids: list[int] = []
+        rec = state.processes.get(f"dockerd:n{index}")
+        if rec is not None and procs.is_alive(rec):
+            pids.append(rec.pid)
+        live = dockerd.running_dockerd(node)
+        if live is not None and live not in pids:
+            pids.append(live)
+        if kill:
+            procs.kill_pids(pids)
+        else:
+            procs.terminate_pids(pids, grace=30.0)
+        # dockerd's containerd dies with it, unless the kernel's parent-death signal
+        # missed it; then it would hold the node's containerd socket and pidfile.
+        leftover = dockerd.node_containerds(node)
+        if leftover:
+            procs.terminate_pids(leftover, grace=10.0)
+        return pids + leftover
+
+
+def start_node_runtime(
+    name: str, index: int, *, timeout: float = 60.0, state_root: Path = STATE_ROOT
+) -> ProcessRecord:
+    """Bring node `index`'s Docker back after a crash or a stop: the same dockerd flags,
+    data root and exec root, so its containers (restart policy none: the agent decides
+    what runs) are visible again. Clears what the dead dockerd left first (an orphaned
+    containerd, stale pidfiles) and records the new process, so `down` stops it.
+    A dockerd that already runs and answers is left as it is."""
+    state = find_cluster(name, state_root)
+    lay = state.layout
+    if not 1 <= index <= lay.nodes:
+        raise ClusterError(f'cluster "{name}" has no node {index}')
+    node = lay.node(index)
+    role = f"dockerd:n{index}"
+    with cluster_lock(lay.lock_file):
+        state = find_cluster(name, state_root)  # fresh, under the lock
+        old = state.processes.get(role)
+        if old is not None and procs.is_alive(old):
+            still = old
+            if dockerd.wait_ready(node.docker_host, 15.0, alive=lambda: procs.is_alive(still)):
+                return old
+        if old is not None:
+            procs.stop(old, grace=30.0)  # alive but not answering: a hung dockerd
+            procs.reap(old.pid)  # a killed child of ours is a zombie until reaped
+        stray = dockerd.running_dockerd(node)
+        if stray is not None:
+            procs.terminate_pids([stray], grace=30.0)
+        try:
+            dockerd.clear_leftovers(node)
+        except dockerd.RuntimeBusyError as exc:
+            raise ClusterError(str(exc)) from None
+        rec = procs.start(
+            role,
+            dockerd.argv(node, lay.registry),
+            node.dockerd_log,
+            netns_path=netns.path(node.netns),
+            netns=node.netns,
+        )
+        state.record_process(rec)
+        state.save()
+    if not dockerd.wait_ready(node.docker_host, timeout, alive=lambda: procs.is_alive(rec)):
+        raise ClusterError(
+            f"dockerd of node {node.name} did not come back in {timeout:.0f}s; see "
+            f"{node.dockerd_log}:\n" + procs.log_tail(node.dockerd_log)
+        )
+    return rec

@@ -148,6 +148,24 @@ def terminate_pids(pids: Iterable[int], *, grace: float = 10.0) -> list[int]:
     return signalled
 
 
+def kill_pids(pids: Iterable[int], *, timeout: float = 10.0) -> list[int]:
+    """SIGKILL at once, as a crash would, and wait (reaping our own children) until
+    they are gone. Returns the PIDs that were signalled."""
+    signalled = []
+    for pid in pids:
+        if pid <= 1 or pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+            signalled.append(pid)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive_pid(p) for p in signalled):
+        time.sleep(0.05)
+    return signalled
+
+
 def stop(rec: ProcessRecord, *, grace: float = 10.0) -> bool:
     """Stop a recorded process if it is still the one we started. True if it was."""
     if not is_alive(rec):
@@ -162,6 +180,50 @@ def stop_many(recs: Iterable[ProcessRecord], *, grace: float = 10.0) -> int:
     live = [r for r in recs if is_alive(r)]
     terminate_pids([r.pid for r in live], grace=grace)
     return len(live)
+
+
+def read_pidfile(path: str | Path) -> int | None:
+    """The PID a pidfile names, or None when there is no file or no number in it."""
+    try:
+        text = Path(path).read_text().strip()
+    except OSError:
+        return None
+    try:
+        pid = int(text)
+    except ValueError:
+        return None
+    return pid if pid > 0 else None
+
+
+def cmdline(pid: int) -> list[str]:
+    """argv of a live process (empty for a zombie, a kernel thread or no process)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def pids_with_args(*args: str) -> list[int]:
+    """Live processes whose argv holds every one of args as an exact argument.
+
+    How a daemon we did not start ourselves is found: dockerd's own containerd
+    is named only by the config path on its command line."""
+    wanted = set(args)
+    out = []
+    try:
+        entries = list(Path("/proc").iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if pid == os.getpid() or start_time(pid) is None:
+            continue
+        if wanted <= set(cmdline(pid)):
+            out.append(pid)
+    return sorted(out)
 
 
 def log_tail(path: str | Path, lines: int = 15) -> str:

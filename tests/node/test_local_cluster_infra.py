@@ -12,12 +12,14 @@ import asyncio
 import os
 import secrets
 import shutil
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from deploy.local import cluster, images, netns, procs
+from deploy.local import cluster, dockerd, images, netns, procs
 from deploy.local.cluster import UpResult
 from deploy.local.state import ProcessRecord, load_state
 
@@ -169,6 +171,124 @@ def test_second_up_changes_nothing_that_runs(local_cluster: Cluster) -> None:
         assert again.state.processes[role] == local_cluster.result.state.processes[role]
 
 
+# Processes the runtime tests below started or saw (PID, start time): `down` must end them.
+_runtime_procs: list[tuple[int, int]] = []
+
+
+def _note(pid: int) -> None:
+    st = procs.start_time(pid)
+    if st is not None:
+        _runtime_procs.append((pid, st))
+
+
+def _run_sleeper(docker_host: str, name: str) -> str:
+    import docker
+
+    client = docker.DockerClient(base_url=docker_host, version="auto", timeout=60)
+    try:
+        c = client.containers.run(
+            "busybox:1.36", ["sleep", "3600"], name=name, network_mode="none", detach=True
+        )
+        return str(c.id)
+    finally:
+        client.close()
+
+
+def _container_state(docker_host: str, cid: str) -> str:
+    import docker
+
+    client = docker.APIClient(base_url=docker_host, version="auto", timeout=60)
+    try:
+        return str(client.inspect_container(cid)["State"]["Status"])
+    finally:
+        client.close()
+
+
+def test_killed_dockerd_comes_back_on_the_same_data_root(local_cluster: Cluster) -> None:
+    lay = local_cluster.layout
+    node = lay.node(1)
+    cid = _run_sleeper(node.docker_host, "survivor")
+    old = cluster.dockerd_pid(NAME, 1)
+    old_containerd = dockerd.node_containerds(node)
+    assert old_containerd, "dockerd runs a containerd of its own"
+    # A crash. This process started that dockerd, so until someone reaps it, it stays
+    # a zombie whose /proc entry makes a new dockerd refuse its pidfile.
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and dockerd.ping(node.docker_host, timeout=0.5):
+        time.sleep(0.1)
+    assert not dockerd.ping(node.docker_host)
+    assert node.docker_pidfile.exists(), "a killed dockerd leaves its pidfile"
+
+    rec = cluster.start_node_runtime(NAME, 1)
+    _note(rec.pid)
+    assert rec.pid != old and procs.is_alive(rec)
+    assert load_state(NAME).processes["dockerd:n1"] == rec  # type: ignore[union-attr]
+    assert procs.start_time(old) is None, "the killed dockerd was reaped"
+    assert procs.read_pidfile(node.docker_pidfile) == rec.pid
+    # dockerd has no live-restore: it stopped the container when it came back; the
+    # container itself, on the same data root, is there for the agent to act on.
+    assert _container_state(node.docker_host, cid) == "exited"
+    for pid in dockerd.node_containerds(node):
+        _note(pid)
+        assert pid not in old_containerd
+    # Nothing to do when it runs: the same process comes back.
+    assert cluster.start_node_runtime(NAME, 1) == rec
+
+
+def test_containerd_that_outlived_its_dockerd_is_stopped(local_cluster: Cluster) -> None:
+    """If dockerd's containerd survives it (the parent-death signal is per thread),
+    it keeps the node's containerd socket and pidfile; a new dockerd would "reuse" it
+    and hang. The restart stops it first."""
+    node = local_cluster.layout.node(1)
+    cluster.stop_node_runtime(NAME, 1, kill=True)
+    assert dockerd.running_dockerd(node) is None
+    assert dockerd.node_containerds(node) == []
+    # What a surviving containerd looks like: serving the node's config, named by
+    # the pidfile dockerd reads.
+    orphan = procs.start(
+        "containerd-orphan",
+        ["containerd", "--config", str(dockerd.containerd_config(node))],
+        node.dir / "orphan-containerd.log",
+        netns_path=netns.path(node.netns),
+        netns=node.netns,
+    )
+    _note(orphan.pid)
+    dockerd.containerd_pidfile(node).write_text(str(orphan.pid))
+    sock = dockerd.containerd_dir(node) / "containerd.sock"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not sock.exists():
+        time.sleep(0.1)
+    assert procs.is_alive(orphan) and sock.exists(), procs.log_tail(orphan.log)
+    assert dockerd.node_containerds(node) == [orphan.pid]
+
+    rec = cluster.start_node_runtime(NAME, 1)
+    _note(rec.pid)
+    assert not procs.is_alive(orphan)
+    assert dockerd.ping(node.docker_host)
+    mine = dockerd.node_containerds(node)
+    assert len(mine) == 1 and mine[0] != orphan.pid
+    assert f"PPid:\t{rec.pid}\n" in Path(f"/proc/{mine[0]}/status").read_text()
+
+
+def test_stopped_dockerd_takes_its_containerd_and_comes_back(local_cluster: Cluster) -> None:
+    node = local_cluster.layout.node(2)
+    cid = _run_sleeper(node.docker_host, "stopped")
+    stopped = cluster.stop_node_runtime(NAME, 2)
+    assert stopped, "something was running"
+    assert not dockerd.ping(node.docker_host)
+    assert dockerd.running_dockerd(node) is None
+    assert dockerd.node_containerds(node) == []
+    with pytest.raises(cluster.ClusterError, match="no running dockerd"):
+        cluster.dockerd_pid(NAME, 2)
+    rec = cluster.start_node_runtime(NAME, 2)
+    _note(rec.pid)
+    assert cluster.dockerd_pid(NAME, 2) == rec.pid
+    assert _container_state(node.docker_host, cid) == "exited"
+    with pytest.raises(cluster.ClusterError, match="has no node 3"):
+        cluster.start_node_runtime(NAME, 3)
+
+
 def test_down_leaves_nothing_behind(local_cluster: Cluster) -> None:
     lay = local_cluster.layout
     state = load_state(NAME)
@@ -177,6 +297,8 @@ def test_down_leaves_nothing_behind(local_cluster: Cluster) -> None:
     assert [ns for ns in netns.list_all() if ns.startswith(f"oc-{NAME}-")] == []
     for rec in [*recorded, *local_cluster.processes]:
         assert not procs.is_alive(rec), rec.role
+    for pid, started in _runtime_procs:
+        assert procs.start_time(pid) != started, f"PID {pid} outlived down"
     assert not lay.state_dir.exists()
     assert not lay.run_dir.exists()
     assert not netns.link_exists(lay.host_link)
