@@ -63,7 +63,9 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
         pytest.skip(reason)
     from deploy.local import cluster
 
-    name = f"e2e{secrets.token_hex(2)}"
+    # E2E_CLUSTER_NAME with E2E_KEEP_CLUSTER=1 reuses one cluster across runs
+    # (`up` is idempotent); `orchctl cluster down --name NAME` removes it.
+    name = os.environ.get("E2E_CLUSTER_NAME") or f"e2e{secrets.token_hex(2)}"
     config = tmp_path_factory.mktemp("e2e") / "config"
     try:
         result = cluster.up(name, E2E_NODES, config_path=config, timeout=180)
