@@ -1,8 +1,8 @@
 """The node agent: wires the node's parts together and keeps them running.
 
 register Node -> heartbeat Lease -> wait for the node's pod CIDR -> pod
-network -> kubelet (pods as Docker containers) -> agent API (logs/exec)
--> renew the node certificate before it expires.
+network -> kubelet (pods as Docker containers) -> usage collector and agent
+API (logs/exec/stats) -> renew the node certificate before it expires.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class AgentConfig:
     listen_port: int = 10250
     heartbeat_interval: float = 10.0
     renew_check_interval: float = 3600.0
+    stats_interval: float = 10.0
 
 
 class Agent:
@@ -46,6 +47,7 @@ class Agent:
         self.client = Client(self.connection)
         self._tasks: list[asyncio.Task[Any]] = []
         self._stoppers: list[Any] = []
+        self.stats: Any = None
 
     async def start(self) -> None:
         from agent.runtime.docker import DockerRuntime
@@ -69,6 +71,8 @@ class Agent:
         network = await self._pod_network(pod_cidr)
         kubelet = await self._kubelet(runtime, network)
         self._stoppers.append(kubelet)
+        self.stats = self._stats_collector()
+        self._stoppers.append(self.stats)
         server = await self._agent_server()
         if server is not None:
             self._stoppers.append(server)
@@ -108,6 +112,15 @@ class Agent:
         )
         await kubelet.start()
         return kubelet
+
+    def _stats_collector(self) -> Any:
+        from agent.stats import DockerStatsSource, StatsCollector
+
+        collector = StatsCollector(
+            DockerStatsSource(self.config.docker_host), interval=self.config.stats_interval
+        )
+        collector.start()
+        return collector
 
     async def _agent_server(self) -> Any:
         try:

@@ -1,4 +1,5 @@
-"""The agent's own gRPC server: container logs and exec for the apiserver.
+"""The agent's own gRPC server: container logs, exec and resource usage
+(Stats, from agent/stats.py) for the apiserver.
 
 Mutual TLS both ways. The agent serves a certificate from the cluster CA
 (signer kubernetes.io/kubelet-serving, for its node IP and name; see
@@ -29,7 +30,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from cryptography import x509
@@ -83,15 +84,21 @@ def apiserver_only(cn: str, groups: tuple[str, ...]) -> bool:
     return cn == APISERVER_AGENT_CLIENT_CN and MASTERS_GROUP in groups
 
 
+class StatsProvider(Protocol):
+    def snapshot(self) -> apb.StatsResponse: ...
+
+
 class AgentService(apb_grpc.AgentServicer):
     def __init__(
         self,
         streams: ContainerStreams,
         *,
         allow: Callable[[str, tuple[str, ...]], bool] = apiserver_only,
+        stats: StatsProvider | None = None,
     ) -> None:
         self.streams = streams
         self.allow = allow
+        self.stats = stats
 
     async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         # TLS already checked the certificate against the cluster CA; here: whose.
@@ -163,6 +170,18 @@ class AgentService(apb_grpc.AgentServicer):
         except StreamError as exc:
             await context.abort(exc.code, exc.message)
 
+    async def Stats(
+        self, request: apb.StatsRequest, context: grpc.aio.ServicerContext
+    ) -> apb.StatsResponse:
+        await self._authorize(context)
+        if self.stats is None:
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED, "this agent does not collect resource usage"
+            )
+            raise AssertionError("unreachable")
+        # Sampled in the background: answering costs nothing.
+        return self.stats.snapshot()
+
 
 class AgentServer:
     """The agent API on `listen`; `port` is the bound port after `start`."""
@@ -177,10 +196,11 @@ class AgentServer:
         listen: str = DEFAULT_LISTEN,
         streams: ContainerStreams | None = None,
         allow: Callable[[str, tuple[str, ...]], bool] = apiserver_only,
+        stats: StatsProvider | None = None,
     ) -> None:
         self.listen = listen
         self.streams: ContainerStreams = streams or DockerStreams(runtime_base_url)
-        self.service = AgentService(self.streams, allow=allow)
+        self.service = AgentService(self.streams, allow=allow, stats=stats)
         self._ca_pem = ca_pem
         self._pair = (cert_pem, key_pem)
         self._fresh = False
@@ -325,7 +345,9 @@ class AgentServerRunner:
         port: int = 10250,
         listen_host: str = "0.0.0.0",
         check_interval: float = 3600.0,
+        stats: StatsProvider | None = None,
     ) -> None:
+        self.stats = stats
         self.client = client
         self.node_name = node_name
         self.ips = [node_ip]
@@ -362,6 +384,7 @@ class AgentServerRunner:
             cert_pem=cert_pem,
             key_pem=key_pem,
             listen=self.listen,
+            stats=self.stats,
         )
         delay = 1.0
         while True:
@@ -395,8 +418,8 @@ class AgentServerRunner:
 async def start_agent_server(agent: Any) -> AgentServerRunner:
     """For agent/agent.py: start the agent API in the background; `await
     runner.stop()` on shutdown. Reads agent.client, agent.node_name,
-    agent.connection.ca_pem and agent.config (data_dir, node_ip, docker_host,
-    listen_port)."""
+    agent.connection.ca_pem, agent.config (data_dir, node_ip, docker_host,
+    listen_port) and agent.stats (the usage collector, if any)."""
     cfg = agent.config
     runner = AgentServerRunner(
         agent.client,
@@ -406,6 +429,7 @@ async def start_agent_server(agent: Any) -> AgentServerRunner:
         agent.connection.ca_pem,
         Path(cfg.data_dir),
         port=cfg.listen_port,
+        stats=getattr(agent, "stats", None),
     )
     runner.start()
     return runner

@@ -15,8 +15,10 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from certs import bundle, tokens
 from orchestrator.api.kinds import kind_info
@@ -25,7 +27,9 @@ from orchestrator.apiserver.cache import WatchCache
 from orchestrator.apiserver.errors import AlreadyExists
 from orchestrator.apiserver.registry import Registry, UserInfo
 from orchestrator.apiserver.server import ApiServer, StoreConfig, open_store
+from orchestrator.client.client import Client
 from orchestrator.client.config import ConfigFile, Connection
+from orchestrator.components import run_component
 
 log = logging.getLogger("orchestrator")
 CLUSTER_CONFIG = "cluster.json"
@@ -103,12 +107,18 @@ def write_admin_conf(data_dir: Path, cfg: ClusterConfig, pki: bundle.ClusterPKI)
 def admin_connection(
     data_dir: Path, cfg: ClusterConfig, pki: bundle.ClusterPKI, *, server: str | None = None
 ) -> Connection:
-    admin = pki.controller_manager()
+    """The controller manager's connection (its own identity, not the admin's)."""
+    return component_connection(cfg, pki, pki.controller_manager(), server=server)
+
+
+def component_connection(
+    cfg: ClusterConfig, pki: bundle.ClusterPKI, keypair: Any, *, server: str | None = None
+) -> Connection:
     return Connection(
         server=server or f"127.0.0.1:{cfg.port}",
         ca_pem=pki.cluster_ca().cert_pem,
-        cert_pem=admin.cert_pem,
-        key_pem=admin.key_pem,
+        cert_pem=keypair.cert_pem,
+        key_pem=keypair.key_pem,
     )
 
 
@@ -172,6 +182,36 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+class _WithOwnClient:
+    """A client-driven component (the scheduler) that opens its own connection
+    for each term, so a new leader starts from fresh caches."""
+
+    def __init__(self, conn: Connection, make: Callable[[Client], Any]) -> None:
+        self.conn = conn
+        self.make = make
+        self.client: Client | None = None
+        self.inner: Any = None
+
+    async def start(self) -> None:
+        self.client = Client(self.conn)
+        self.inner = self.make(self.client)
+        await self.inner.start()
+
+    async def stop(self) -> None:
+        if self.inner is not None:
+            await self.inner.stop()
+        if self.client is not None:
+            await self.client.close()
+
+
+def scheduler_component(conn: Connection, config_path: str = "") -> _WithOwnClient:
+    from orchestrator.scheduler.profiles import load_config
+    from orchestrator.scheduler.scheduler import Scheduler
+
+    profiles = load_config(Path(config_path)) if config_path else None
+    return _WithOwnClient(conn, lambda client: Scheduler(client, profiles=profiles))
+
+
 async def serve(
     data_dir: Path,
     listen: str | None,
@@ -181,9 +221,16 @@ async def serve(
     controllers: tuple[str, ...] = ("*",),
     service_cidr: str = DEFAULT_SERVICE_CIDR,
     node_port_range: tuple[int, int] = DEFAULT_NODE_PORT_RANGE,
+    run_scheduler: bool = True,
+    scheduler_config: str = "",
+    leader_elect: bool = True,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
+    """The whole control plane in one process: apiserver, controller manager and
+    scheduler. With leader election (the default) several such processes over
+    one etcd serve the API together while one controller manager and one
+    scheduler act."""
     from orchestrator.controllers.manager import ControllerManager
 
     cfg = ClusterConfig.load(data_dir)
@@ -203,13 +250,41 @@ async def serve(
     )
     await server.start()
     await seed_cluster(server.registry, None)
-    conn = admin_connection(data_dir, cfg, pki, server=f"127.0.0.1:{server.port}")
-    manager = ControllerManager(conn, pki, controllers)
-    await manager.start()
+    local = f"127.0.0.1:{server.port}"
+    cm_conn = admin_connection(data_dir, cfg, pki, server=local)
+    sched_conn = component_connection(cfg, pki, pki.scheduler(), server=local)
+    stop = stop or asyncio.Event()
+    clients: list[Client] = []
+
+    def election_client(conn: Connection) -> Client | None:
+        if not leader_elect:
+            return None
+        clients.append(Client(conn))
+        return clients[-1]
+
+    loops = [
+        run_component(
+            "controller-manager",
+            lambda: ControllerManager(cm_conn, pki, controllers),
+            stop,
+            client=election_client(cm_conn),
+            lease_name="kube-controller-manager",
+        )
+    ]
+    if run_scheduler:
+        loops.append(
+            run_component(
+                "scheduler",
+                lambda: scheduler_component(sched_conn, scheduler_config),
+                stop,
+                client=election_client(sched_conn),
+                lease_name="kube-scheduler",
+            )
+        )
+    tasks = [asyncio.create_task(loop) for loop in loops]
     log.info("control plane serving on port %d with the %s store", server.port, cfg.store)
     if ready is not None:
         ready.set()
-    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -217,7 +292,10 @@ async def serve(
     try:
         await stop.wait()
     finally:
-        await manager.stop()
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for client in clients:
+            await client.close()
         await server.stop()
         await store.close()
 
@@ -243,6 +321,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             controllers=tuple(args.controllers.split(",")),
             service_cidr=args.service_cluster_ip_range,
             node_port_range=args.service_node_port_range,
+            run_scheduler=args.scheduler,
+            scheduler_config=args.scheduler_config,
+            leader_elect=args.leader_elect,
         )
     )
     return 0
@@ -320,6 +401,25 @@ def build_parser() -> argparse.ArgumentParser:
         type=_port_range,
         metavar="LOW-HIGH",
         help="where NodePorts come from (default {}-{})".format(*DEFAULT_NODE_PORT_RANGE),
+    )
+    srv.add_argument(
+        "--scheduler",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the scheduler in this process (default: yes)",
+    )
+    srv.add_argument(
+        "--scheduler-config",
+        default="",
+        metavar="FILE",
+        help="scheduler profiles (YAML, KubeSchedulerConfiguration-like)",
+    )
+    srv.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="act only while holding the kube-system Leases, so several control-plane "
+        "processes can run over one etcd (default: yes)",
     )
     srv.add_argument("-v", "--verbose", action="store_true")
     srv.set_defaults(func=cmd_serve)

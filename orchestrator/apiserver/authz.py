@@ -31,6 +31,10 @@ READ_VERBS = frozenset({"get", "list", "watch"})
 # Pod subresources proxied to the node's agent (get pods/log, create pods/exec):
 # only admins for now, not the nodes nor the control-plane components.
 STREAM_SUBRESOURCES = frozenset({"log", "exec"})
+# Resource usage of pods and nodes (apiserver/metrics.py): admins and the
+# controller-manager (its autoscaler), as metrics-server's RBAC allows.
+METRICS_SUBRESOURCE = "metrics"
+CONTROLLER_MANAGER = "system:kube-controller-manager"
 
 
 @dataclass(frozen=True)
@@ -75,12 +79,14 @@ class SystemComponentAuthorizer:
     """The scheduler and controller-manager act on every kind, as their built-in
     cluster roles allow in Kubernetes. (RBAC will express this as bindings.)"""
 
-    USERS = frozenset({"system:kube-controller-manager", "system:kube-scheduler"})
+    USERS = frozenset({CONTROLLER_MANAGER, "system:kube-scheduler"})
 
     def authorize(self, user: UserInfo, attrs: Attributes) -> Decision:
-        if user.name in self.USERS and attrs.subresource not in STREAM_SUBRESOURCES:
-            return Decision(True)
-        return NO_OPINION
+        if user.name not in self.USERS or attrs.subresource in STREAM_SUBRESOURCES:
+            return NO_OPINION
+        if attrs.subresource == METRICS_SUBRESOURCE and user.name != CONTROLLER_MANAGER:
+            return NO_OPINION
+        return Decision(True)
 
 
 class BootstrapAuthorizer:
@@ -114,6 +120,8 @@ class NodeAuthorizer:
     def authorize(self, user: UserInfo, attrs: Attributes) -> Decision:
         if not user.in_group(NODES) or not user.name.startswith(NODE_PREFIX):
             return NO_OPINION
+        if attrs.subresource == METRICS_SUBRESOURCE:
+            return NO_OPINION  # not even its own pods': only the apiserver reads agents
         node = user.name[len(NODE_PREFIX) :]
         kind = attrs.info.kind
         rule = getattr(self, f"_{kind.lower()}", None)

@@ -25,6 +25,7 @@ from orchestrator.apiserver.authn import Authenticator
 from orchestrator.apiserver.authz import Attributes, Authorizer
 from orchestrator.apiserver.cache import Filter
 from orchestrator.apiserver.errors import ApiError, BadRequest, Forbidden, Invalid
+from orchestrator.apiserver.metrics import MetricsApi
 from orchestrator.apiserver.proxy import PodStreamProxy
 from orchestrator.apiserver.registry import Registry, UserInfo
 
@@ -83,6 +84,8 @@ class ApiService(pb_grpc.ApiServicer):
         self.store_name = store_name
         self.bookmark_interval = bookmark_interval
         self.proxy = PodStreamProxy(self.cache, authenticator, authorizer, pki)
+        # Metrics reach the agents through the proxy's mTLS channels.
+        self.metrics = MetricsApi(self.cache, authorizer, self.proxy._stub)
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -283,6 +286,16 @@ class ApiService(pb_grpc.ApiServicer):
     ) -> AsyncIterator[Any]:
         async for out in self.proxy.exec(request_iterator, context):
             yield out
+
+    async def PodMetrics(
+        self, request: pb.PodMetricsRequest, context: Any
+    ) -> pb.PodMetricsResponse:
+        return await self._call(context, lambda user: self.metrics.pod_metrics(user, request))
+
+    async def NodeMetrics(
+        self, request: pb.NodeMetricsRequest, context: Any
+    ) -> pb.NodeMetricsResponse:
+        return await self._call(context, lambda user: self.metrics.node_metrics(user, request))
 
     async def run_bookmarks(self) -> None:
         """One ticker for every watch: each watcher that asked for bookmarks

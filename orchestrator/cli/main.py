@@ -21,6 +21,7 @@ from orchestrator.api.kinds import UnknownKindError
 from orchestrator.api.selectors import SelectorError
 from orchestrator.cli import (
     apply,
+    autoscale,
     cluster,
     config_cmds,
     delete,
@@ -30,7 +31,10 @@ from orchestrator.cli import (
     info_cmds,
     labels,
     logs,
+    rollout,
+    scale,
     token,
+    top,
 )
 from orchestrator.cli import exec as exec_cmd
 from orchestrator.cli.errors import (
@@ -299,6 +303,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dry_run(q)
     q.set_defaults(func=apply.run_create_namespace)
 
+    # scale, rollout
+    p = verb(
+        "scale",
+        "Set the number of replicas of a deployment, replicaset or statefulset",
+        scale.run_scale,
+    )
+    scale.add_arguments(p)
+    p = verb(
+        "rollout", "Follow, pause, resume, restart or undo a rollout", _usage(p_name="rollout")
+    )
+    rollout.add_parsers(p, common, _Parser, _duration_seconds)
+
     # token
     p = verb("token", "Manage bootstrap tokens for joining nodes", _usage(p_name="token"))
     token_sub = p.add_subparsers(dest="what", metavar="ACTION", parser_class=_Parser)
@@ -353,6 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="only namespaced (true) or cluster-scoped (false) kinds",
     )
     p.add_argument("--no-headers", action="store_true")
+
+    # top, autoscale: resource metrics and the HorizontalPodAutoscaler
+    p = verb("top", "Show CPU and memory use of pods or nodes", _usage(p_name="top"))
+    top.add_parsers(p, common, _Parser)
+    p = verb(
+        "autoscale", "Create a HorizontalPodAutoscaler for a workload", autoscale.run_autoscale
+    )
+    autoscale.add_arguments(p)
     return parser
 
 
@@ -403,6 +427,8 @@ _POSITIONALS = {
     "delete": "resources",
     "label": "args",
     "annotate": "args",
+    "scale": "resources",
+    "rollout": "resources",
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -306,6 +306,33 @@ class Client:
             raise translate_error(exc) from None
         finally:
             call.cancel()
+
+    # -- resource metrics (apiserver/metrics.py) ----------------------------------
+
+    async def pod_metrics(
+        self,
+        namespace: str | None = None,
+        *,
+        name: str = "",
+        label_selector: str = "",
+        all_namespaces: bool = False,
+    ) -> Sequence[pb.PodMetrics]:
+        """Current usage of the pods asked for; pods without a recent sample
+        are absent (NotFoundError when `name` was given)."""
+        ns = "" if all_namespaces else (namespace or self.namespace)
+        resp = await self._unary(
+            self._stub.PodMetrics,
+            pb.PodMetricsRequest(namespace=ns, name=name, label_selector=label_selector),
+        )
+        return list(resp.items)
+
+    async def node_metrics(
+        self, name: str = "", *, label_selector: str = ""
+    ) -> Sequence[pb.NodeMetrics]:
+        resp = await self._unary(
+            self._stub.NodeMetrics, pb.NodeMetricsRequest(name=name, label_selector=label_selector)
+        )
+        return list(resp.items)
 
 
 def object_key(obj: Message) -> str:

@@ -15,9 +15,21 @@ from certs.bundle import ClusterPKI
 from orchestrator.client.client import Client
 from orchestrator.client.config import Connection
 from orchestrator.controllers.base import Controller
+from orchestrator.controllers.cronjob import CronJobController
 from orchestrator.controllers.csr_signer import CSRSigner
+from orchestrator.controllers.daemonset import DaemonSetController
+from orchestrator.controllers.deployment import DeploymentController
+from orchestrator.controllers.endpoints import EndpointsController
 from orchestrator.controllers.garbage_collector import GarbageCollector
+from orchestrator.controllers.hpa import HorizontalPodAutoscalerController
+from orchestrator.controllers.job import JobController
 from orchestrator.controllers.node_ipam import NodeIPAMController
+from orchestrator.controllers.node_lifecycle import NodeLifecycleController
+from orchestrator.controllers.node_lifecycle_podgc import OrphanedPodCollector
+from orchestrator.controllers.pv_binder import PersistentVolumeBinder
+from orchestrator.controllers.replicaset import ReplicaSetController
+from orchestrator.controllers.statefulset import StatefulSetController
+from orchestrator.controllers.ttl_after_finished import TTLAfterFinishedController
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +39,18 @@ CONTROLLERS: dict[str, Factory] = {
     "csrsigning": lambda client, pki: CSRSigner(client, pki.cluster_ca()),
     "garbagecollector": lambda client, pki: GarbageCollector(client),
     "nodeipam": lambda client, pki: NodeIPAMController(client),
+    "nodelifecycle": lambda client, pki: NodeLifecycleController(client),
+    "podgc": lambda client, pki: OrphanedPodCollector(client),
+    "endpoint": lambda client, pki: EndpointsController(client),
+    "job": lambda client, pki: JobController(client),
+    "cronjob": lambda client, pki: CronJobController(client),
+    "ttl-after-finished": lambda client, pki: TTLAfterFinishedController(client),
+    "statefulset": lambda client, pki: StatefulSetController(client),
+    "daemonset": lambda client, pki: DaemonSetController(client),
+    "persistentvolume-binder": lambda client, pki: PersistentVolumeBinder(client),
+    "replicaset": lambda client, pki: ReplicaSetController(client),
+    "deployment": lambda client, pki: DeploymentController(client),
+    "horizontalpodautoscaling": lambda client, pki: HorizontalPodAutoscalerController(client),
 }
 
 

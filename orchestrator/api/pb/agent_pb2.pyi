@@ -91,3 +91,53 @@ class ExecOutput(_message.Message):
     stderr: bytes
     exit: ExecExit
     def __init__(self, stdout: _Optional[bytes] = ..., stderr: _Optional[bytes] = ..., exit: _Optional[_Union[ExecExit, _Mapping]] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ContainerStats(_message.Message):
+    __slots__ = ("name", "cpu_millicores", "memory_working_set_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CPU_MILLICORES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_WORKING_SET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    cpu_millicores: int
+    memory_working_set_bytes: int
+    def __init__(self, name: _Optional[str] = ..., cpu_millicores: _Optional[int] = ..., memory_working_set_bytes: _Optional[int] = ...) -> None: ...
+
+class PodStats(_message.Message):
+    __slots__ = ("namespace", "name", "uid", "containers", "timestamp", "window_seconds")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    uid: str
+    containers: _containers.RepeatedCompositeFieldContainer[ContainerStats]
+    timestamp: str
+    window_seconds: float
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., uid: _Optional[str] = ..., containers: _Optional[_Iterable[_Union[ContainerStats, _Mapping]]] = ..., timestamp: _Optional[str] = ..., window_seconds: _Optional[float] = ...) -> None: ...
+
+class NodeStats(_message.Message):
+    __slots__ = ("cpu_millicores", "memory_working_set_bytes", "timestamp", "window_seconds")
+    CPU_MILLICORES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_WORKING_SET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    cpu_millicores: int
+    memory_working_set_bytes: int
+    timestamp: str
+    window_seconds: float
+    def __init__(self, cpu_millicores: _Optional[int] = ..., memory_working_set_bytes: _Optional[int] = ..., timestamp: _Optional[str] = ..., window_seconds: _Optional[float] = ...) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("node", "pods")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    PODS_FIELD_NUMBER: _ClassVar[int]
+    node: NodeStats
+    pods: _containers.RepeatedCompositeFieldContainer[PodStats]
+    def __init__(self, node: _Optional[_Union[NodeStats, _Mapping]] = ..., pods: _Optional[_Iterable[_Union[PodStats, _Mapping]]] = ...) -> None: ...

@@ -44,6 +44,11 @@ class AgentStub:
                 request_serializer=orchestrator_dot_api_dot_pb_dot_agent__pb2.ExecInput.SerializeToString,
                 response_deserializer=orchestrator_dot_api_dot_pb_dot_agent__pb2.ExecOutput.FromString,
                 _registered_method=True)
+        self.Stats = channel.unary_unary(
+                '/orch.agent.v1.Agent/Stats',
+                request_serializer=orchestrator_dot_api_dot_pb_dot_agent__pb2.StatsRequest.SerializeToString,
+                response_deserializer=orchestrator_dot_api_dot_pb_dot_agent__pb2.StatsResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -61,6 +66,12 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +84,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.Exec,
                     request_deserializer=orchestrator_dot_api_dot_pb_dot_agent__pb2.ExecInput.FromString,
                     response_serializer=orchestrator_dot_api_dot_pb_dot_agent__pb2.ExecOutput.SerializeToString,
+            ),
+            'Stats': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stats,
+                    request_deserializer=orchestrator_dot_api_dot_pb_dot_agent__pb2.StatsRequest.FromString,
+                    response_serializer=orchestrator_dot_api_dot_pb_dot_agent__pb2.StatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +145,33 @@ class Agent:
             '/orch.agent.v1.Agent/Exec',
             orchestrator_dot_api_dot_pb_dot_agent__pb2.ExecInput.SerializeToString,
             orchestrator_dot_api_dot_pb_dot_agent__pb2.ExecOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orch.agent.v1.Agent/Stats',
+            orchestrator_dot_api_dot_pb_dot_agent__pb2.StatsRequest.SerializeToString,
+            orchestrator_dot_api_dot_pb_dot_agent__pb2.StatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -180,3 +180,65 @@ class PodLogsRequest(_message.Message):
     timestamps: bool
     previous: bool
     def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., container: _Optional[str] = ..., follow: _Optional[bool] = ..., tail_lines: _Optional[int] = ..., since_seconds: _Optional[int] = ..., timestamps: _Optional[bool] = ..., previous: _Optional[bool] = ...) -> None: ...
+
+class PodMetricsRequest(_message.Message):
+    __slots__ = ("namespace", "label_selector", "name")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    label_selector: str
+    name: str
+    def __init__(self, namespace: _Optional[str] = ..., label_selector: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class PodMetrics(_message.Message):
+    __slots__ = ("namespace", "name", "uid", "node", "timestamp", "window_seconds", "containers")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    uid: str
+    node: str
+    timestamp: str
+    window_seconds: float
+    containers: _containers.RepeatedCompositeFieldContainer[_agent_pb2.ContainerStats]
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., uid: _Optional[str] = ..., node: _Optional[str] = ..., timestamp: _Optional[str] = ..., window_seconds: _Optional[float] = ..., containers: _Optional[_Iterable[_Union[_agent_pb2.ContainerStats, _Mapping]]] = ...) -> None: ...
+
+class PodMetricsResponse(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[PodMetrics]
+    def __init__(self, items: _Optional[_Iterable[_Union[PodMetrics, _Mapping]]] = ...) -> None: ...
+
+class NodeMetricsRequest(_message.Message):
+    __slots__ = ("name", "label_selector")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LABEL_SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    label_selector: str
+    def __init__(self, name: _Optional[str] = ..., label_selector: _Optional[str] = ...) -> None: ...
+
+class NodeMetrics(_message.Message):
+    __slots__ = ("name", "timestamp", "window_seconds", "cpu_millicores", "memory_working_set_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CPU_MILLICORES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_WORKING_SET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    timestamp: str
+    window_seconds: float
+    cpu_millicores: int
+    memory_working_set_bytes: int
+    def __init__(self, name: _Optional[str] = ..., timestamp: _Optional[str] = ..., window_seconds: _Optional[float] = ..., cpu_millicores: _Optional[int] = ..., memory_working_set_bytes: _Optional[int] = ...) -> None: ...
+
+class NodeMetricsResponse(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[NodeMetrics]
+    def __init__(self, items: _Optional[_Iterable[_Union[NodeMetrics, _Mapping]]] = ...) -> None: ...

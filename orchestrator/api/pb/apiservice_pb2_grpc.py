@@ -85,6 +85,16 @@ class ApiStub:
                 request_serializer=orchestrator_dot_api_dot_pb_dot_agent__pb2.ExecInput.SerializeToString,
                 response_deserializer=orchestrator_dot_api_dot_pb_dot_agent__pb2.ExecOutput.FromString,
                 _registered_method=True)
+        self.PodMetrics = channel.unary_unary(
+                '/orch.api.v1.Api/PodMetrics',
+                request_serializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.PodMetricsRequest.SerializeToString,
+                response_deserializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.PodMetricsResponse.FromString,
+                _registered_method=True)
+        self.NodeMetrics = channel.unary_unary(
+                '/orch.api.v1.Api/NodeMetrics',
+                request_serializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.NodeMetricsRequest.SerializeToString,
+                response_deserializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.NodeMetricsResponse.FromString,
+                _registered_method=True)
 
 
 class ApiServicer:
@@ -153,6 +163,18 @@ class ApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PodMetrics(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def NodeMetrics(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -205,6 +227,16 @@ def add_ApiServicer_to_server(servicer, server):
                     servicer.PodExec,
                     request_deserializer=orchestrator_dot_api_dot_pb_dot_agent__pb2.ExecInput.FromString,
                     response_serializer=orchestrator_dot_api_dot_pb_dot_agent__pb2.ExecOutput.SerializeToString,
+            ),
+            'PodMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.PodMetrics,
+                    request_deserializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.PodMetricsRequest.FromString,
+                    response_serializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.PodMetricsResponse.SerializeToString,
+            ),
+            'NodeMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.NodeMetrics,
+                    request_deserializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.NodeMetricsRequest.FromString,
+                    response_serializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.NodeMetricsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -477,6 +509,60 @@ class Api:
             '/orch.api.v1.Api/PodExec',
             orchestrator_dot_api_dot_pb_dot_agent__pb2.ExecInput.SerializeToString,
             orchestrator_dot_api_dot_pb_dot_agent__pb2.ExecOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PodMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orch.api.v1.Api/PodMetrics',
+            orchestrator_dot_api_dot_pb_dot_apiservice__pb2.PodMetricsRequest.SerializeToString,
+            orchestrator_dot_api_dot_pb_dot_apiservice__pb2.PodMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NodeMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orch.api.v1.Api/NodeMetrics',
+            orchestrator_dot_api_dot_pb_dot_apiservice__pb2.NodeMetricsRequest.SerializeToString,
+            orchestrator_dot_api_dot_pb_dot_apiservice__pb2.NodeMetricsResponse.FromString,
             options,
             channel_credentials,
             insecure,

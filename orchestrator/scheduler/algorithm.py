@@ -1,0 +1,169 @@
+"""One scheduling cycle for one pod: filter, score, pick. Pure: no I/O, no
+awaiting, so the cache it reads cannot change under it.
+
+As Kubernetes, a large cluster is not searched exhaustively: the filter
+stops once it has found enough feasible nodes (percentageOfNodesToScore,
+adaptive by default: 50% minus 1% per 125 nodes, at least 5%, never fewer
+than 100 nodes), and the next cycle starts where this one stopped, so every
+node gets its turn.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from orchestrator.scheduler.framework import (
+    SKIP,
+    CycleState,
+    Profile,
+    Snapshot,
+    Status,
+)
+from orchestrator.scheduler.nodeinfo import NodeInfo
+from orchestrator.scheduler.podinfo import PodInfo
+
+MIN_FEASIBLE_NODES_TO_FIND = 100
+MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND = 5
+NO_NODES_MESSAGE = "no nodes available to schedule pods"
+
+
+def num_feasible_nodes_to_find(percentage: int, num_all_nodes: int) -> int:
+    """How many feasible nodes to look for before scoring (Kubernetes' rule)."""
+    if num_all_nodes < MIN_FEASIBLE_NODES_TO_FIND or percentage >= 100:
+        return num_all_nodes
+    if percentage <= 0:
+        percentage = max(50 - num_all_nodes // 125, MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND)
+    return max(num_all_nodes * percentage // 100, MIN_FEASIBLE_NODES_TO_FIND)
+
+
+class FitError(Exception):
+    """No node fits the pod. str() is the message Kubernetes writes into the
+    PodScheduled condition: "0/5 nodes are available: 3 Insufficient cpu, ..."."""
+
+    def __init__(
+        self,
+        pod: PodInfo,
+        num_all_nodes: int,
+        statuses: dict[str, Status] | None = None,
+        pre_filter_message: str = "",
+    ) -> None:
+        self.pod = pod
+        self.num_all_nodes = num_all_nodes
+        self.statuses = statuses or {}
+        self.pre_filter_message = pre_filter_message
+        super().__init__(self.message())
+
+    def histogram(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for status in self.statuses.values():
+            for reason in status.reasons:
+                counts[reason] = counts.get(reason, 0) + 1
+        return counts
+
+    def message(self) -> str:
+        if self.num_all_nodes == 0 and not self.pre_filter_message:
+            return NO_NODES_MESSAGE
+        text = f"0/{self.num_all_nodes} nodes are available:"
+        if self.pre_filter_message:
+            return f"{text} {self.pre_filter_message}."
+        # Sorted as strings, count first, exactly as Kubernetes' FitError does.
+        reasons = sorted(f"{n} {reason}" for reason, n in self.histogram().items())
+        if reasons:
+            text += " " + ", ".join(reasons) + "."
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleResult:
+    node: str
+    evaluated: int  # nodes run through the filters
+    feasible: int  # of which passed
+
+
+class Algorithm:
+    """Filters and scores for one profile set; keeps the rotating start index."""
+
+    def __init__(self, percentage_of_nodes_to_score: int = 0, *, seed: int | None = None) -> None:
+        self.percentage = percentage_of_nodes_to_score
+        self.next_start = 0
+        self._rng = random.Random(seed)
+
+    def schedule(self, profile: Profile, pod: PodInfo, snapshot: Snapshot) -> ScheduleResult:
+        nodes = snapshot.nodes
+        if pod.error:
+            raise FitError(pod, len(nodes), pre_filter_message=pod.error)
+        if not nodes:
+            raise FitError(pod, 0)
+        state = CycleState()
+        for plugin in profile.pre_filters:
+            status = plugin.pre_filter(state, pod, snapshot)
+            if status is None:
+                continue
+            if status.code == SKIP:
+                state.skip_filters.add(plugin.name)
+            elif status.rejects:
+                raise FitError(pod, len(nodes), pre_filter_message=status.message)
+        feasible, statuses, evaluated = self.find_feasible(profile, state, pod, nodes)
+        if not feasible:
+            raise FitError(pod, len(nodes), statuses)
+        if len(feasible) == 1:
+            return ScheduleResult(feasible[0].name, evaluated, 1)
+        totals = self.score(profile, state, pod, feasible, snapshot)
+        return ScheduleResult(self.select(feasible, totals).name, evaluated, len(feasible))
+
+    def find_feasible(
+        self, profile: Profile, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo]
+    ) -> tuple[list[NodeInfo], dict[str, Status], int]:
+        percentage = profile.percentage_of_nodes_to_score
+        wanted = num_feasible_nodes_to_find(
+            self.percentage if percentage is None else percentage, len(nodes)
+        )
+        skip = state.skip_filters
+        filters = [p.filter for p in profile.filters if p.name not in skip]
+        total = len(nodes)
+        start = self.next_start % total
+        feasible: list[NodeInfo] = []
+        statuses: dict[str, Status] = {}
+        evaluated = 0
+        # Walk from `start` to the end, then wrap around: two slices avoid a
+        # modulo per node.
+        for node in (*nodes[start:], *nodes[:start]) if start else nodes:
+            evaluated += 1
+            for f in filters:
+                status = f(state, pod, node)
+                if status is not None:
+                    statuses[node.name] = status
+                    break
+            else:
+                feasible.append(node)
+                if len(feasible) >= wanted:
+                    break
+        self.next_start = (start + evaluated) % total
+        return feasible, statuses, evaluated
+
+    def score(
+        self,
+        profile: Profile,
+        state: CycleState,
+        pod: PodInfo,
+        nodes: list[NodeInfo],
+        snapshot: Snapshot,
+    ) -> list[int]:
+        totals = [0] * len(nodes)
+        for ws in profile.scores:
+            scores = ws.plugin.score(state, pod, nodes, snapshot)
+            if scores is None:
+                continue
+            w = ws.weight
+            totals = [t + s * w for t, s in zip(totals, scores, strict=True)]
+        return totals
+
+    def select(self, nodes: list[NodeInfo], totals: list[int]) -> NodeInfo:
+        """The best-scoring node; ties broken at random so that equal nodes share load."""
+        best = max(totals)
+        candidates = [n for n, t in zip(nodes, totals, strict=True) if t == best]
+        if len(candidates) == 1:
+            return candidates[0]
+        return candidates[self._rng.randrange(len(candidates))]

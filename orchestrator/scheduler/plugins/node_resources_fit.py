@@ -1,0 +1,117 @@
+"""NodeResourcesFit: the pod's requests must fit in what the node has left;
+scoring prefers emptier nodes (LeastAllocated, spreading load) or fuller ones
+(MostAllocated, packing pods so that whole nodes stay free).
+
+Scoring counts the non-zero requests (a container without a cpu or memory
+request counts as 100m / 200Mi), as Kubernetes does, so that best-effort
+pods spread too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from orchestrator.scheduler.framework import MAX_NODE_SCORE, CycleState, Snapshot, Status
+from orchestrator.scheduler.nodeinfo import NodeInfo
+from orchestrator.scheduler.podinfo import PodInfo
+
+NAME = "NodeResourcesFit"
+LEAST_ALLOCATED = "LeastAllocated"
+MOST_ALLOCATED = "MostAllocated"
+STRATEGIES = (LEAST_ALLOCATED, MOST_ALLOCATED)
+
+
+def insufficient(pod: PodInfo, node: NodeInfo) -> list[str]:
+    """Every resource the node lacks for the pod, in Kubernetes' order."""
+    reasons = []
+    alloc = node.alloc
+    if len(node.pods) + 1 > alloc.pods:
+        reasons.append("Too many pods")
+    r = pod.requests
+    if r.cpu and r.cpu > alloc.cpu - node.requested_cpu:
+        reasons.append("Insufficient cpu")
+    if r.memory and r.memory > alloc.memory - node.requested_memory:
+        reasons.append("Insufficient memory")
+    for name, amount in r.scalar.items():
+        if amount > alloc.scalar.get(name, 0) - node.requested_scalar.get(name, 0):
+            reasons.append(f"Insufficient {name}")
+    return reasons
+
+
+def least_allocated(requested: int, capacity: int) -> int:
+    if capacity <= 0 or requested > capacity:
+        return 0
+    return (capacity - requested) * MAX_NODE_SCORE // capacity
+
+
+def most_allocated(requested: int, capacity: int) -> int:
+    if capacity <= 0:
+        return 0
+    return min(requested, capacity) * MAX_NODE_SCORE // capacity
+
+
+class NodeResourcesFit:
+    name = NAME
+
+    def __init__(
+        self, strategy: str = LEAST_ALLOCATED, *, cpu_weight: int = 1, memory_weight: int = 1
+    ) -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(
+                f"NodeResourcesFit: scoringStrategy.type {strategy!r} is not one of "
+                f"{', '.join(STRATEGIES)}"
+            )
+        if cpu_weight < 0 or memory_weight < 0 or cpu_weight + memory_weight == 0:
+            raise ValueError(
+                "NodeResourcesFit: resource weights must be non-negative and not all zero"
+            )
+        self.strategy = strategy
+        self.cpu_weight = cpu_weight
+        self.memory_weight = memory_weight
+        self._statuses: dict[tuple[str, ...], Status] = {}
+
+    def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
+        # The common case first, in line: everything fits.
+        r = pod.requests
+        alloc = node.alloc
+        if (
+            len(node.pods) < alloc.pods
+            and r.cpu <= alloc.cpu - node.requested_cpu
+            and r.memory <= alloc.memory - node.requested_memory
+            and not r.scalar
+        ):
+            return None
+        reasons = tuple(insufficient(pod, node))
+        if not reasons:
+            return None
+        status = self._statuses.get(reasons)
+        if status is None:
+            status = self._statuses[reasons] = Status.unschedulable(*reasons, plugin=NAME)
+        return status
+
+    def score(
+        self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo], snapshot: Snapshot
+    ) -> list[int] | None:
+        cpu_w, mem_w = self.cpu_weight, self.memory_weight
+        total_w = cpu_w + mem_w
+        pod_cpu, pod_mem = pod.non_zero.cpu, pod.non_zero.memory
+        if self.strategy == MOST_ALLOCATED:
+            return [
+                (
+                    most_allocated(n.non_zero_cpu + pod_cpu, n.alloc.cpu) * cpu_w
+                    + most_allocated(n.non_zero_memory + pod_mem, n.alloc.memory) * mem_w
+                )
+                // total_w
+                for n in nodes
+            ]
+        scores = []
+        append = scores.append
+        for n in nodes:
+            # least_allocated, inlined: this runs for every feasible node of every pod.
+            alloc = n.alloc
+            cap, req = alloc.cpu, n.non_zero_cpu + pod_cpu
+            cpu = (cap - req) * MAX_NODE_SCORE // cap if 0 < cap and req <= cap else 0
+            cap, req = alloc.memory, n.non_zero_memory + pod_mem
+            mem = (cap - req) * MAX_NODE_SCORE // cap if 0 < cap and req <= cap else 0
+            append((cpu * cpu_w + mem * mem_w) // total_w)
+        return scores

@@ -1,0 +1,264 @@
+"""The scheduler against a real apiserver: it binds, explains, retries.
+
+Each test runs its own Scheduler in-process with profiles under a scheduler
+name of its own, and gives its pods a nodeSelector on a label only its own
+nodes carry, so that nodes and pending pods of other tests sharing the
+control plane neither attract nor disturb these pods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from orchestrator.api.pb import core_v1_pb2 as core
+from orchestrator.client.client import Client, NotFoundError
+from orchestrator.scheduler import Scheduler
+from orchestrator.scheduler.profiles import (
+    BIN_PACKING,
+    DEFAULT_SCHEDULER,
+    build_profile,
+    default_profile_specs,
+)
+from orchestrator.scheduler.testing import make_node, make_pod
+from tests.support.controlplane import ControlPlane
+
+pytestmark = pytest.mark.integration
+
+TEST_LABEL = "scheduler-test"
+
+
+class Env:
+    """One test's namespace, nodes and scheduler names."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.suffix = secrets.token_hex(3)
+        self.namespace = f"sched-{self.suffix}"
+        self.default = f"default-{self.suffix}"
+        self.packing = f"packing-{self.suffix}"
+        self.nodes: list[str] = []
+
+    def profiles(self) -> list[Any]:
+        specs = {s.scheduler_name: s for s in default_profile_specs()}
+        specs[DEFAULT_SCHEDULER].scheduler_name = self.default
+        specs[BIN_PACKING].scheduler_name = self.packing
+        return [build_profile(s) for s in specs.values()]
+
+    async def node(self, name: str, **kwargs: Any) -> str:
+        full = f"{name}-{self.suffix}"
+        labels = {TEST_LABEL: self.suffix, **kwargs.pop("labels", {})}
+        await self.client.create(make_node(full, labels=labels, **kwargs))
+        self.nodes.append(full)
+        return full
+
+    async def pod(self, name: str, *, packing: bool = False, **kwargs: Any) -> core.Pod:
+        selector = {TEST_LABEL: self.suffix, **kwargs.pop("node_selector", {})}
+        pod = make_pod(
+            name,
+            self.namespace,
+            scheduler_name=self.packing if packing else self.default,
+            node_selector=selector,
+            **kwargs,
+        )
+        pod.metadata.uid = ""
+        created: core.Pod = await self.client.create(pod)
+        return created
+
+    async def bound(self, names: list[str], timeout: float = 20.0) -> dict[str, str]:
+        """Wait until every pod has a node; pod name -> node name."""
+        out: dict[str, str] = {}
+        async with asyncio.timeout(timeout):
+            while True:
+                for name in names:
+                    if name not in out:
+                        p = await self.client.get("Pod", name, self.namespace)
+                        if p.spec.node_name:
+                            out[name] = p.spec.node_name
+                if len(out) == len(names):
+                    return out
+                await asyncio.sleep(0.05)
+
+    async def condition(
+        self, name: str, predicate: Callable[[Any], bool], timeout: float = 20.0
+    ) -> Any:
+        async with asyncio.timeout(timeout):
+            while True:
+                p = await self.client.get("Pod", name, self.namespace)
+                c = next((c for c in p.status.conditions if c.type == "PodScheduled"), None)
+                if c is not None and predicate(c):
+                    return c
+                await asyncio.sleep(0.05)
+
+    async def cleanup(self) -> None:
+        for name in self.nodes:
+            try:
+                await self.client.delete("Node", name)
+            except NotFoundError:
+                pass
+        try:
+            await self.client.delete("Namespace", self.namespace)
+        except NotFoundError:
+            pass
+
+
+@asynccontextmanager
+async def environment(
+    cp: ControlPlane, *, start: bool = True
+) -> AsyncIterator[tuple[Env, Scheduler]]:
+    async with cp.client() as client:
+        env = Env(client)
+        ns = core.Namespace(api_version="v1", kind="Namespace")
+        ns.metadata.name = env.namespace
+        await client.create(ns)
+        scheduler = Scheduler(client, profiles=env.profiles(), seed=7)
+        try:
+            if start:
+                await scheduler.start()
+            yield env, scheduler
+        finally:
+            await scheduler.stop()
+            await env.cleanup()
+
+
+async def test_pods_bind_to_nodes_that_fit(control_plane: ControlPlane) -> None:
+    async with environment(control_plane) as (env, _):
+        small = await env.node("small", cpu="1", memory="1Gi")
+        big = await env.node("big", cpu="8", memory="16Gi")
+        await env.pod("needs-big", cpu="2", memory="2Gi")
+        await env.pod("fits-anywhere", cpu="100m", memory="64Mi")
+        placed = await env.bound(["needs-big", "fits-anywhere"])
+        assert placed["needs-big"] == big
+        assert placed["fits-anywhere"] in (small, big)
+        # Kubernetes' Scheduled event.
+        async with asyncio.timeout(10):
+            while True:
+                events = await env.client.list("Event", env.namespace)
+                reasons = {(e.involved_object.name, e.reason) for e in events.items}
+                if ("needs-big", "Scheduled") in reasons:
+                    break
+                await asyncio.sleep(0.1)
+
+
+async def test_bin_packing_profile_fills_one_node_first(control_plane: ControlPlane) -> None:
+    async with environment(control_plane) as (env, _):
+        for i in range(3):
+            await env.node(f"n{i}", cpu="4", memory="8Gi")
+        names = [f"packed-{i}" for i in range(6)]
+        for name in names:
+            await env.pod(name, cpu="500m", memory="512Mi", packing=True)
+        placed = await env.bound(names)
+        assert len(set(placed.values())) == 1, placed  # 6 x 500m fit on one 4-cpu node
+
+        spread = [f"spread-{i}" for i in range(3)]
+        for name in spread:
+            await env.pod(name, cpu="500m", memory="512Mi")
+        placed = await env.bound(spread)
+        # LeastAllocated avoids the packed node and spreads the rest.
+        assert len(set(placed.values())) >= 2, placed
+
+
+async def test_unschedulable_pod_explained_then_placed_when_a_node_fits(
+    control_plane: ControlPlane,
+) -> None:
+    async with environment(control_plane) as (env, _):
+        for i in range(3):
+            await env.node(f"tiny{i}", cpu="500m", memory="1Gi")
+        for i in range(2):
+            await env.node(
+                f"db{i}", cpu="8", memory="16Gi", taints=[("dedicated", "db", "NoSchedule")]
+            )
+        await env.pod("large", cpu="2", memory="1Gi")
+        cond = await env.condition("large", lambda c: c.status == "False")
+        assert cond.reason == "Unschedulable"
+        # Other tests' nodes (which lack our label) are counted too.
+        assert re.fullmatch(
+            r"0/\d+ nodes are available: "
+            r"(\d+ node\(s\) didn't match Pod's node affinity/selector, )?"
+            r"2 node\(s\) had untolerated taint \{dedicated: db\}, "
+            r"3 Insufficient cpu\.",
+            cond.message,
+        ), cond.message
+        async with asyncio.timeout(10):
+            while True:
+                events = await env.client.list("Event", env.namespace)
+                failed = [e for e in events.items if e.reason == "FailedScheduling"]
+                if failed:
+                    break
+                await asyncio.sleep(0.1)
+        assert failed[0].type == "Warning"
+        assert failed[0].message == cond.message
+        assert failed[0].involved_object.name == "large"
+
+        # A node that fits appears: the pod is retried and bound.
+        fits = await env.node("roomy", cpu="4", memory="4Gi")
+        placed = await env.bound(["large"], timeout=30)
+        assert placed["large"] == fits
+        cond = await env.condition("large", lambda c: c.status == "True")
+        assert cond.reason == ""
+
+
+async def test_higher_priority_pods_are_scheduled_first(control_plane: ControlPlane) -> None:
+    # Create the pods before the scheduler starts so they queue together;
+    # one node with room for exactly one of them decides the order.
+    async with environment(control_plane, start=False) as (env, scheduler):
+        await env.node("only", cpu="1", memory="1Gi")
+        await env.pod("low", cpu="800m", priority=10)
+        await env.pod("high", cpu="800m", priority=1000)
+        await env.pod("mid", cpu="800m", priority=100)
+        await scheduler.start()
+        placed = await env.bound(["high"])
+        assert placed["high"] == env.nodes[0]
+        for name in ("low", "mid"):
+            cond = await env.condition(name, lambda c: c.status == "False")
+            assert "Insufficient cpu" in cond.message
+
+
+async def test_taints_and_tolerations(control_plane: ControlPlane) -> None:
+    async with environment(control_plane) as (env, _):
+        gpu = await env.node("gpu", taints=[("gpu", "true", "NoSchedule")])
+        plain = await env.node("plain", taints=[("noisy", "", "PreferNoSchedule")])
+        await env.node("notready", ready="False")
+        await env.pod(
+            "tolerant",
+            tolerations=[{"key": "gpu", "operator": "Exists"}],
+            node_selector={"kubernetes.io/hostname": gpu},
+        )
+        await env.pod("intolerant")
+        placed = await env.bound(["tolerant", "intolerant"])
+        assert placed == {"tolerant": gpu, "intolerant": plain}
+
+        await env.pod("only-gpu-but-intolerant", node_selector={"kubernetes.io/hostname": gpu})
+        cond = await env.condition("only-gpu-but-intolerant", lambda c: c.status == "False")
+        assert "1 node(s) had untolerated taint {gpu: true}" in cond.message
+
+
+async def test_anti_affinity_spreads_replicas(control_plane: ControlPlane) -> None:
+    async with environment(control_plane) as (env, _):
+        for i in range(3):
+            await env.node(f"z{i}", cpu="8", memory="16Gi")
+        anti = {
+            "podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "labelSelector": {"matchLabels": {"app": "web"}},
+                        "topologyKey": "kubernetes.io/hostname",
+                    }
+                ]
+            }
+        }
+        names = [f"web-{i}" for i in range(3)]
+        for name in names:
+            await env.pod(name, labels={"app": "web"}, affinity=anti, cpu="100m")
+        placed = await env.bound(names)
+        assert sorted(placed.values()) == sorted(env.nodes)
+
+        await env.pod("web-3", labels={"app": "web"}, affinity=anti, cpu="100m")
+        cond = await env.condition("web-3", lambda c: c.status == "False")
+        assert "3 node(s) didn't satisfy existing pods anti-affinity rules" in cond.message

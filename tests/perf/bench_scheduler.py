@@ -1,0 +1,428 @@
+"""Scheduler benchmark: pods/s from create to bound, per-pod latency, RSS.
+
+For 100, 1,000 and 5,000 hollow nodes (Node objects with capacity,
+allocatable and a Ready condition, and a Lease in kube-node-lease that this
+benchmark renews every 10 s as a kubelet would; no agent), 10,000 pods are
+created by 32 concurrent clients while the scheduler runs, and a watch in
+the load generator notes when each pod is bound. Figures:
+
+- pods/s: pods / (first create sent -> last pod seen bound);
+- per-pod latency p50/p99: create sent -> bound seen by the watch;
+- the scheduler process's RSS (current and peak) at the end.
+
+The scheduler runs in a process of its own (python -m tests.perf.bench_scheduler
+--serve ...), apart from the load generator and the apiserver, as it would in
+a cluster. The peer, measured in the same run under the same load, is a
+round-robin binder in the same kind of process: it watches pods and binds
+each unbound one to the next node, no filtering, no scoring, the same bind
+concurrency. It is the most the apiserver allows a scheduler here, and
+ours / peer is the fraction of that we reach. Every run gets a fresh
+control plane so neither inherits the other's stored objects.
+
+    python -m tests.perf.bench_scheduler [--quick] [--out bench-results/bench_scheduler.json]
+
+Target: >= 500 pods/s at 5,000 nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from orchestrator.api.kinds import kind_info  # noqa: E402
+from orchestrator.api.pb import core_v1_pb2 as core  # noqa: E402
+from orchestrator.client.client import Client, ConflictError  # noqa: E402
+from orchestrator.client.config import ConfigFile  # noqa: E402
+from orchestrator.scheduler import Scheduler  # noqa: E402
+from orchestrator.scheduler.binder import bind  # noqa: E402
+from orchestrator.scheduler.testing import make_node, make_pod  # noqa: E402
+from tests.support.controlplane import ControlPlane  # noqa: E402
+
+NAMESPACE = "bench"
+LEASE_NAMESPACE = "kube-node-lease"
+CREATORS = 32
+BIND_CONCURRENCY = 64
+ZONES = 3
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current, peak) resident set of pid in MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(rest.split()[0]) / 1024
+    return round(fields.get("VmRSS", float("nan")), 1), round(fields.get("VmHWM", float("nan")), 1)
+
+
+def micro_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# -- the scheduler process (ours or the peer) ----------------------------------------------
+
+
+class RoundRobinBinder:
+    """The peer: bind every unbound pod to the next node, nothing else."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self._slots = asyncio.Semaphore(BIND_CONCURRENCY)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self.bound = 0
+
+    async def start(self) -> None:
+        nodes = (await self.client.list("Node")).items
+        self._nodes = itertools.cycle(sorted(n.metadata.name for n in nodes))
+        listed = await self.client.list("Pod", all_namespaces=True)
+        self._runner = asyncio.create_task(self._run(listed.resource_version))
+
+    async def _run(self, rv: str) -> None:
+        async for ev in self.client.watch("Pod", all_namespaces=True, resource_version=rv):
+            pod = ev.object
+            if ev.type != "ADDED" or pod is None or pod.spec.node_name:
+                continue
+            await self._slots.acquire()
+            task = asyncio.create_task(self._bind(pod, next(self._nodes)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _bind(self, pod: Any, node: str) -> None:
+        try:
+            await bind(self.client, pod, node)  # the same CAS-and-retry as ours
+            self.bound += 1
+        finally:
+            self._slots.release()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+
+
+async def serve(kind: str, conf: str, stats_out: str) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("orchestrator.scheduler").setLevel(logging.INFO)
+    # Scheduled events are written; the recorder drops what it cannot keep up
+    # with (as client-go's does), which is expected here and not worth a log line.
+    logging.getLogger("orchestrator.client.events").setLevel(logging.ERROR)
+    conn = ConfigFile.load(Path(conf)).connection()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    async with Client(conn, timeout=60) as client:
+        runner: Any = (
+            Scheduler(client, max_concurrent_binds=BIND_CONCURRENCY)
+            if kind == "ours"
+            else RoundRobinBinder(client)
+        )
+        await runner.start()
+        print("READY", flush=True)
+        await stop.wait()
+        stats: dict[str, Any] = {}
+        if isinstance(runner, Scheduler):
+            s = runner.stats
+            stats = {
+                "attempts": s.attempts,
+                "scheduled": s.scheduled,
+                "unschedulable": s.unschedulable,
+                "bind_errors": s.bind_errors,
+                "in_process_p99_ms": round(pct(s.latencies, 99) * 1000, 1),
+            }
+        else:
+            stats = {"scheduled": runner.bound}
+        stats["rss_mb"], stats["peak_rss_mb"] = rss_mb(os.getpid())
+        await runner.stop()
+    Path(stats_out).write_text(json.dumps(stats))
+
+
+def start_scheduler_process(kind: str, conf: Path, stats_out: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.perf.bench_scheduler",
+            "--serve",
+            kind,
+            "--conf",
+            str(conf),
+            "--stats-out",
+            str(stats_out),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if line.strip() != "READY":
+        proc.kill()
+        raise RuntimeError(f"{kind} scheduler process did not start: {line!r}")
+    return proc
+
+
+def stop_scheduler_process(proc: subprocess.Popen[str], stats_out: Path) -> dict[str, Any]:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+    try:
+        stats: dict[str, Any] = json.loads(stats_out.read_text())
+    except (OSError, ValueError):
+        stats = {}
+    return stats
+
+
+# -- the load generator --------------------------------------------------------------------
+
+
+async def create_nodes(clients: list[Client], count: int) -> list[Any]:
+    """Nodes, and a Lease for each; returns the leases (to renew)."""
+    names = [f"hollow-{i:05d}" for i in range(count)]
+    leases: list[Any] = [None] * count
+
+    async def one(idx: int, client: Client) -> None:
+        for i in range(idx, count, len(clients)):
+            node = make_node(
+                names[i],
+                cpu="32",
+                memory="128Gi",
+                pods=max(110, 20_000 // count + 10),
+                labels={"topology.kubernetes.io/zone": f"zone-{i % ZONES}"},
+            )
+            await client.create(node)
+            lease = kind_info("Lease").new()
+            lease.metadata.name = names[i]
+            lease.metadata.namespace = LEASE_NAMESPACE
+            lease.spec.holder_identity = names[i]
+            lease.spec.lease_duration_seconds = 40
+            lease.spec.acquire_time = micro_now()
+            lease.spec.renew_time = micro_now()
+            leases[i] = await client.create(lease)
+
+    await asyncio.gather(*(one(i, c) for i, c in enumerate(clients)))
+    return leases
+
+
+async def renew_leases(client: Client, leases: list[Any], interval: float) -> None:
+    """Renew every lease once per interval, spread evenly over it, as N kubelets would."""
+    n = len(leases)
+    gap = interval / n
+    slots = asyncio.Semaphore(16)
+
+    async def renew(i: int) -> None:
+        async with slots:
+            lease = type(leases[i])()
+            lease.CopyFrom(leases[i])
+            lease.spec.renew_time = micro_now()
+            try:
+                leases[i] = await client.update(lease)
+            except ConflictError:
+                leases[i] = await client.get("Lease", lease.metadata.name, LEASE_NAMESPACE)
+
+    tasks: set[asyncio.Task[None]] = set()
+    start = time.monotonic()
+    for k in itertools.count():
+        due = start + k * gap
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(renew(k % n))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+
+async def run_pods(cp: ControlPlane, pods: int) -> dict[str, Any]:
+    conn = cp.connection()
+    created: dict[str, float] = {}
+    bound: dict[str, float] = {}
+    done = asyncio.Event()
+
+    async with Client(conn, timeout=120) as watcher:
+        listed = await watcher.list("Pod", NAMESPACE)
+
+        async def watch() -> None:
+            async for ev in watcher.watch(
+                "Pod", NAMESPACE, resource_version=listed.resource_version
+            ):
+                pod = ev.object
+                if pod is None or not pod.spec.node_name:
+                    continue
+                name = pod.metadata.name
+                if name not in bound:
+                    bound[name] = time.perf_counter()
+                    if len(bound) == pods:
+                        done.set()
+                        return
+
+        watch_task = asyncio.create_task(watch())
+        clients = [Client(conn, timeout=120) for _ in range(CREATORS)]
+        try:
+            await asyncio.gather(*(c.version() for c in clients))
+            template = make_pod("template", NAMESPACE, cpu="100m", memory="64Mi")
+            template.metadata.uid = ""
+            template.metadata.labels["app"] = "bench"
+
+            async def create(idx: int, client: Client) -> None:
+                for i in range(idx, pods, CREATORS):
+                    obj = core.Pod()
+                    obj.CopyFrom(template)
+                    obj.metadata.name = f"p-{i:05d}"
+                    created[obj.metadata.name] = time.perf_counter()
+                    await client.create(obj)
+
+            start = time.perf_counter()
+            await asyncio.gather(*(create(i, c) for i, c in enumerate(clients)))
+            created_at = time.perf_counter()
+            try:
+                async with asyncio.timeout(max(120, pods / 20)):
+                    await done.wait()
+            except TimeoutError:
+                pass
+        finally:
+            watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch_task
+            await asyncio.gather(*(c.close() for c in clients))
+    latencies = [bound[n] - created[n] for n in bound if n in created]
+    end = max(bound.values(), default=time.perf_counter())
+    return {
+        "pods": pods,
+        "bound": len(bound),
+        "create_s": round(created_at - start, 2),
+        "pods_per_s": round(len(bound) / (end - start), 1),
+        "latency_p50_ms": round(pct(latencies, 50) * 1000, 1),
+        "latency_p99_ms": round(pct(latencies, 99) * 1000, 1),
+    }
+
+
+async def one_run(
+    kind: str, nodes: int, pods: int, lease_interval: float, tmp: Path
+) -> dict[str, Any]:
+    # The control plane's own scheduler stays off: the one measured runs apart.
+    cp = ControlPlane(tmp / f"cp-{kind}-{nodes}", serve_args=("--no-scheduler",))
+    cp.start()
+    try:
+        async with cp.client() as admin:
+            ns = core.Namespace(api_version="v1", kind="Namespace")
+            ns.metadata.name = NAMESPACE
+            await admin.create(ns)
+            setup = [Client(cp.connection(), timeout=120) for _ in range(16)]
+            try:
+                t0 = time.perf_counter()
+                leases = await create_nodes(setup, nodes)
+                setup_s = time.perf_counter() - t0
+            finally:
+                await asyncio.gather(*(c.close() for c in setup))
+            renewer = asyncio.create_task(renew_leases(admin, leases, lease_interval))
+            stats_out = tmp / f"stats-{kind}-{nodes}.json"
+            proc = start_scheduler_process(kind, cp.admin_conf, stats_out)
+            try:
+                result = await run_pods(cp, pods)
+            finally:
+                stats = stop_scheduler_process(proc, stats_out)
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewer
+        result["node_setup_s"] = round(setup_s, 1)
+        result["scheduler"] = stats
+        return result
+    finally:
+        cp.stop()
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = [100, 1000] if args.quick else [100, 1000, 5000]
+    if args.nodes:
+        sizes = [int(s) for s in args.nodes.split(",")]
+    pods = args.pods or (2000 if args.quick else 10_000)
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count()},
+        "pods": pods,
+        "lease_renew_interval_s": args.lease_interval,
+        "runs": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-sched-") as tmp:
+        for nodes in sizes:
+            run: dict[str, Any] = {}
+            for kind in ("ours", "peer"):
+                print(f"{nodes} nodes, {pods} pods, {kind}...", flush=True)
+                run[kind] = await one_run(kind, nodes, pods, args.lease_interval, Path(tmp))
+                print(" ", run[kind], flush=True)
+            run["ratio_pods_per_s_ours_vs_peer"] = round(
+                run["ours"]["pods_per_s"] / run["peer"]["pods_per_s"], 3
+            )
+            print("  ratio ours/peer:", run["ratio_pods_per_s_ours_vs_peer"], flush=True)
+            results["runs"][str(nodes)] = run
+    largest = results["runs"].get("5000")
+    if largest is not None:
+        results["targets"] = {"pods_per_s_5000_nodes >= 500": largest["ours"]["pods_per_s"] >= 500}
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="100 and 1,000 nodes, 2,000 pods")
+    parser.add_argument("--nodes", default="", help="comma-separated cluster sizes")
+    parser.add_argument("--pods", type=int, default=0)
+    parser.add_argument("--lease-interval", type=float, default=10.0)
+    parser.add_argument("--out", default=str(REPO / "bench-results" / "bench_scheduler.json"))
+    parser.add_argument("--serve", choices=("ours", "peer"), help=argparse.SUPPRESS)
+    parser.add_argument("--conf", help=argparse.SUPPRESS)
+    parser.add_argument("--stats-out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        profile_to = os.environ.get("BENCH_SCHEDULER_PROFILE")  # a path: cProfile the scheduler
+        if profile_to:
+            import cProfile
+
+            cProfile.runctx(
+                "asyncio.run(serve(args.serve, args.conf, args.stats_out))",
+                globals(),
+                {"args": args},
+                profile_to + f".{args.serve}",
+            )
+        else:
+            asyncio.run(serve(args.serve, args.conf, args.stats_out))
+        return 0
+    results = asyncio.run(main_async(args))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
