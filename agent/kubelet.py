@@ -30,7 +30,12 @@ from agent.pods.podutil import newest_first
 from agent.pods.sync import PodSyncer
 from agent.pods.worker import PodWorkers
 from agent.probes import ProbeManager
-from agent.runtime.types import ContainerInfo, ContainerState, PodRuntime
+from agent.runtime.types import (
+    LABEL_TERMINATION_MESSAGE_PATH,
+    ContainerInfo,
+    ContainerState,
+    PodRuntime,
+)
 from agent.volumes import Mounter, VolumeManager
 from orchestrator.client.events import EventRecorder
 from orchestrator.client.informer import Informer
@@ -242,6 +247,17 @@ class Kubelet:
                     await self.runtime.remove_container(c.id)
                 except Exception as exc:
                     log.warning("removing dead container %s: %s", c.id[:12], exc)
+                    continue
+                self._remove_message_file(c)
+
+    def _remove_message_file(self, c: ContainerInfo) -> None:
+        """The termination message file goes with its container (only ever
+        one the agent made, under its own pods directory)."""
+        path = c.labels.get(LABEL_TERMINATION_MESSAGE_PATH, "")
+        pods = str(self.volumes.pods_dir()) + "/"
+        if path.startswith(pods) and ".." not in path:
+            with contextlib.suppress(OSError):
+                Path(path).unlink()
 
     async def _gc_loop(self) -> None:
         while True:

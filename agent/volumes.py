@@ -6,7 +6,14 @@ kubelet's AtomicWriter does: a timestamped directory, a `..data` symlink
 swapped in one rename, and per-key symlinks through it, so a running
 container sees either the old or the new set, never a mix), and
 persistentVolumeClaim (the bound PersistentVolume's local or hostPath
-directory; its data outlives the pod).
+directory; its data outlives the pod), downwardAPI (the pod's own fields as
+files, rewritten through the same atomic writer when its labels or
+annotations change), and projected (configMap, secret and downwardAPI sources
+merged into one directory).
+
+There is no TokenRequest endpoint in the API, so a projected
+serviceAccountToken source cannot be served: it is left out of the volume and
+reported (VolumeSource.warnings becomes an event on the pod).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from agent.pods.downward import ConfigError, field_value, resource_value
 from orchestrator.api.quantity import QuantityError, memory_bytes
 from orchestrator.client.client import ApiError, NotFoundError
 
@@ -49,6 +57,8 @@ class VolumeSource:
 
     host_path: str
     read_only: bool = False
+    # What the volume had to leave out, worth an event on the pod.
+    warnings: tuple[str, ...] = ()
 
 
 class Mounter(Protocol):
@@ -188,12 +198,62 @@ def project_keys(
                 f'MountVolume.SetUp failed for volume "{volume}": configuration key "{item.key}" '
                 f'not found in {kind} "{object_name}"',
             )
-        rel = os.path.normpath(item.path)
-        if rel.startswith("..") or os.path.isabs(rel):
-            raise VolumeError(volume, f'invalid path "{item.path}" for key "{item.key}"')
+        rel = _relative(volume, item.path, f'key "{item.key}"')
         mode = item.mode if item.HasField("mode") else default_mode
         files[rel] = (data[item.key], mode)
     return files
+
+
+def _relative(volume: str, path: str, what: str) -> str:
+    rel = os.path.normpath(path)
+    if not path or rel.startswith("..") or os.path.isabs(rel):
+        raise VolumeError(volume, f'volume "{volume}": invalid path "{path}" for {what}')
+    return rel
+
+
+def downward_files(
+    pod: Any,
+    items: Any,
+    default_mode: int,
+    volume: str,
+    *,
+    pod_ip: str,
+    host_ip: str,
+    node_cpus: int,
+    node_memory: int,
+) -> dict[str, tuple[bytes, int]]:
+    """The files of a downwardAPI volume (or projection): one per item, its
+    fieldRef or resourceFieldRef rendered as the kubelet does."""
+    files: dict[str, tuple[bytes, int]] = {}
+    for item in items:
+        rel = _relative(volume, item.path, "a downwardAPI item")
+        try:
+            if item.HasField("field_ref"):
+                value = field_value(pod, item.field_ref.field_path, pod_ip, host_ip)
+            elif item.HasField("resource_field_ref"):
+                value = resource_value(pod, None, item.resource_field_ref, node_cpus, node_memory)
+            else:
+                raise ConfigError("one of fieldRef and resourceFieldRef is required")
+        except ConfigError as exc:
+            raise VolumeError(
+                volume,
+                f'MountVolume.SetUp failed for volume "{volume}": item "{item.path}": {exc}',
+            ) from None
+        mode = item.mode if item.HasField("mode") else default_mode
+        files[rel] = (value.encode(), mode)
+    return files
+
+
+def node_memory_bytes() -> int:
+    """MemTotal: what an unset memory limit means to resourceFieldRef."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 # -- the manager ----------------------------------------------------------------------------
@@ -202,10 +262,21 @@ def project_keys(
 class VolumeManager:
     """Sets up and tears down the volumes of the pods on this node."""
 
-    def __init__(self, root_dir: Path, client: Any, *, mounter: Mounter | None = None) -> None:
+    def __init__(
+        self,
+        root_dir: Path,
+        client: Any,
+        *,
+        mounter: Mounter | None = None,
+        node_cpus: int | None = None,
+        node_memory: int | None = None,
+    ) -> None:
         self.root_dir = Path(root_dir)
         self.client = client
         self.mounter: Mounter = mounter or SystemMounter()
+        # An unset limit in a resourceFieldRef reads as the node's capacity.
+        self.node_cpus = node_cpus if node_cpus is not None else (os.cpu_count() or 1)
+        self.node_memory = node_memory if node_memory is not None else node_memory_bytes()
 
     def pods_dir(self) -> Path:
         return self.root_dir / "pods"
@@ -222,17 +293,21 @@ class VolumeManager:
         except FileNotFoundError:
             return []
 
-    async def setup(self, pod: Any) -> dict[str, VolumeSource]:
-        """Every volume of the pod, ready to mount (idempotent; configMap and
-        secret contents are refreshed on each call)."""
+    async def setup(
+        self, pod: Any, *, pod_ip: str = "", host_ip: str = ""
+    ) -> dict[str, VolumeSource]:
+        """Every volume of the pod, ready to mount (idempotent; configMap,
+        secret and downwardAPI contents are refreshed on each call, so a pod
+        whose labels changed sees new files on its next sync). `pod_ip` and
+        `host_ip` feed downwardAPI items naming status.podIP/status.hostIP."""
         uid = pod.metadata.uid
         await asyncio.to_thread(self.pod_dir(uid).mkdir, parents=True, exist_ok=True)
         out: dict[str, VolumeSource] = {}
         for vol in pod.spec.volumes:
-            out[vol.name] = await self._setup_one(pod, vol)
+            out[vol.name] = await self._setup_one(pod, vol, pod_ip, host_ip)
         return out
 
-    async def _setup_one(self, pod: Any, vol: Any) -> VolumeSource:
+    async def _setup_one(self, pod: Any, vol: Any, pod_ip: str, host_ip: str) -> VolumeSource:
         uid = pod.metadata.uid
         ns = pod.metadata.namespace
         name = vol.name
@@ -250,14 +325,29 @@ class VolumeManager:
             return await self._projected(uid, name, "Secret", src.secret_name, data, src)
         if vol.HasField("persistent_volume_claim"):
             return await self._pvc(pod, vol)
+        if vol.HasField("downward_api"):
+            src = vol.downward_api
+            files = downward_files(
+                pod,
+                src.items,
+                src.default_mode if src.HasField("default_mode") else DEFAULT_MODE,
+                name,
+                pod_ip=pod_ip,
+                host_ip=host_ip,
+                node_cpus=self.node_cpus,
+                node_memory=self.node_memory,
+            )
+            return await self._write(uid, name, files)
+        if vol.HasField("projected"):
+            return await self._projected_volume(pod, vol, pod_ip, host_ip)
         if vol.HasField("empty_dir") or not _has_other_source(vol):
             path = self.volume_dir(uid, name)
             await asyncio.to_thread(self._empty_dir, path, vol.empty_dir, name)
             return VolumeSource(str(path))
         raise VolumeError(
             name,
-            f'volume "{name}": this node supports only emptyDir, hostPath, '
-            "configMap, secret and persistentVolumeClaim volumes",
+            f'volume "{name}": this node supports only emptyDir, hostPath, configMap, '
+            "secret, downwardAPI, projected and persistentVolumeClaim volumes",
         )
 
     def _empty_dir(self, path: Path, src: Any, name: str) -> None:
@@ -290,9 +380,72 @@ class VolumeManager:
             src.optional,
             name,
         )
+        return await self._write(uid, name, files)
+
+    async def _write(
+        self,
+        uid: str,
+        name: str,
+        files: Mapping[str, tuple[bytes, int]],
+        warnings: tuple[str, ...] = (),
+    ) -> VolumeSource:
         path = self.volume_dir(uid, name)
         await asyncio.to_thread(write_atomic, path, files)
-        return VolumeSource(str(path), read_only=True)
+        return VolumeSource(str(path), read_only=True, warnings=warnings)
+
+    async def _projected_volume(
+        self, pod: Any, vol: Any, pod_ip: str, host_ip: str
+    ) -> VolumeSource:
+        """Every source of a projected volume in one directory, written at once."""
+        name = vol.name
+        ns = pod.metadata.namespace
+        src = vol.projected
+        default_mode = src.default_mode if src.HasField("default_mode") else DEFAULT_MODE
+        files: dict[str, tuple[bytes, int]] = {}
+        warnings: list[str] = []
+        for i, proj in enumerate(src.sources):
+            if proj.HasField("config_map"):
+                cm = proj.config_map
+                data = await self._configmap_data(ns, cm.name, cm.optional, name)
+                files.update(
+                    project_keys(
+                        "ConfigMap", cm.name, data, cm.items, default_mode, cm.optional, name
+                    )
+                )
+            elif proj.HasField("secret"):
+                sec = proj.secret
+                data = await self._secret_data(ns, sec.name, sec.optional, name)
+                files.update(
+                    project_keys(
+                        "Secret", sec.name, data, sec.items, default_mode, sec.optional, name
+                    )
+                )
+            elif proj.HasField("downward_api"):
+                files.update(
+                    downward_files(
+                        pod,
+                        proj.downward_api.items,
+                        default_mode,
+                        name,
+                        pod_ip=pod_ip,
+                        host_ip=host_ip,
+                        node_cpus=self.node_cpus,
+                        node_memory=self.node_memory,
+                    )
+                )
+            elif proj.HasField("service_account_token"):
+                warnings.append(
+                    f'volume "{name}": sources[{i}].serviceAccountToken '
+                    f'("{proj.service_account_token.path}") was left out: the API server '
+                    "has no TokenRequest endpoint to issue a bound token"
+                )
+            else:
+                raise VolumeError(
+                    name,
+                    f'volume "{name}": sources[{i}]: this node supports only configMap, '
+                    "secret, downwardAPI and serviceAccountToken projections",
+                )
+        return await self._write(pod.metadata.uid, name, files, tuple(warnings))
 
     async def _configmap_data(
         self, ns: str, name: str, optional: bool, volume: str

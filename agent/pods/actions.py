@@ -28,6 +28,9 @@ from agent.pods.podutil import (
 )
 from agent.runtime.types import ContainerInfo, ContainerState
 
+# The kubelet's words for activeDeadlineSeconds, which Jobs and users match on.
+DEADLINE_REASON = "DeadlineExceeded"
+DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 INITIAL_BACKOFF = 10.0
 MAX_BACKOFF = 300.0
 # A container that ran this long before it exited starts its back-off afresh.
@@ -117,6 +120,8 @@ class PodActions:
     requeue_after: float | None = None
     init_failed: bool = False
     finished: bool = False
+    # activeDeadlineSeconds has passed: kill everything, the pod fails.
+    deadline_exceeded: bool = False
 
     def wants_containers(self) -> bool:
         return self.create_sandbox or self.start_init is not None or bool(self.start)
@@ -146,6 +151,14 @@ def _backoff_message(pod: Any, name: str, delay: float) -> str:
         f"back-off {delay:g}s restarting failed container={name} "
         f"pod={m.name}_{m.namespace}({m.uid})"
     )
+
+
+def deadline_left(pod: Any, started: datetime | None, now: datetime) -> float | None:
+    """Seconds until the pod's activeDeadlineSeconds runs out, counted from
+    status.startTime as the kubelet does (None: no deadline, or not started)."""
+    if not pod.spec.HasField("active_deadline_seconds") or started is None:
+        return None
+    return pod.spec.active_deadline_seconds - seconds(now, started)
 
 
 def init_progress(
@@ -183,8 +196,10 @@ def compute_pod_actions(
     backoff: BackOff,
     *,
     unhealthy: Mapping[str, str] | None = None,
+    started: datetime | None = None,
 ) -> PodActions:
-    """`unhealthy` maps container ids that failed liveness/startup to why."""
+    """`unhealthy` maps container ids that failed liveness/startup to why;
+    `started` is the pod's status.startTime (activeDeadlineSeconds)."""
     unhealthy = unhealthy or {}
     policy = restart_policy(pod)
     actions = PodActions()
@@ -203,6 +218,18 @@ def compute_pod_actions(
         if sandbox is not None and sandbox.state == ContainerState.RUNNING:
             actions.stop_sandbox = True
         return actions
+
+    left = deadline_left(pod, started, now)
+    if left is not None and left <= 0:
+        actions.deadline_exceeded = True
+        actions.finished = True
+        for c in running_others:
+            actions.kill.append((c, DEADLINE_MESSAGE))
+        if sandbox is not None and sandbox.state == ContainerState.RUNNING:
+            actions.stop_sandbox = True
+        return actions
+    if left is not None:
+        _requeue(actions, left)
 
     if sandbox is None or sandbox.state != ContainerState.RUNNING:
         finished = _all_finished(pod, current, policy) if sandbox is not None else False

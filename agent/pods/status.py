@@ -38,7 +38,9 @@ def container_id(c: ContainerInfo) -> str:
     return f"docker://{c.id}"
 
 
-def _terminated(c: ContainerInfo, out: Any) -> None:
+def _terminated(c: ContainerInfo, out: Any, messages: Mapping[str, str]) -> None:
+    """`messages` maps container ids to what they left at their
+    terminationMessagePath (or their log's tail, per the policy)."""
     t = out.terminated
     t.exit_code = c.exit_code
     t.container_id = container_id(c)
@@ -52,6 +54,8 @@ def _terminated(c: ContainerInfo, out: Any) -> None:
         t.reason = "Completed"
     else:
         t.reason = "Error"
+    if not t.message and messages.get(c.id):
+        t.message = messages[c.id]
     if c.error and not t.message:
         t.message = c.error
     t.started_at = fmt_time(c.started_at)
@@ -67,7 +71,9 @@ def container_status(
     probes: Mapping[str, ProbeState],
     waiting: Mapping[str, tuple[str, str]],
     default_waiting: str,
+    messages: Mapping[str, str] | None = None,
 ) -> Any:
+    messages = messages or {}
     cs = core.ContainerStatus(name=spec.name, image=spec.image)
     cs.started = False
     cur = past[0] if past else None
@@ -87,15 +93,15 @@ def container_status(
         cs.started = started
         cs.ready = ready if type_ == "app" else False
         if prev is not None and has_exited(prev):
-            _terminated(prev, cs.last_state)
+            _terminated(prev, cs.last_state, messages)
     elif cur is not None and has_exited(cur):
         if reason is not None:
             cs.state.waiting.reason, cs.state.waiting.message = reason
-            _terminated(cur, cs.last_state)
+            _terminated(cur, cs.last_state, messages)
         else:
-            _terminated(cur, cs.state)
+            _terminated(cur, cs.state, messages)
             if prev is not None and has_exited(prev):
-                _terminated(prev, cs.last_state)
+                _terminated(prev, cs.last_state, messages)
         # An init container that completed counts as ready, as upstream.
         cs.ready = type_ == "init" and not exit_failed(cur) and reason is None
     else:
@@ -104,7 +110,7 @@ def container_status(
         if msg:
             cs.state.waiting.message = msg
         if prev is not None and has_exited(prev):
-            _terminated(prev, cs.last_state)
+            _terminated(prev, cs.last_state, messages)
     return cs
 
 
@@ -209,11 +215,16 @@ def compute_pod_status(
     now: datetime,
     *,
     waiting: Mapping[str, tuple[str, str]] | None = None,
+    messages: Mapping[str, str] | None = None,
+    failed: tuple[str, str] | None = None,
 ) -> Any:
     """The PodStatus message. `waiting` maps container names to a (reason,
     message) to show while they wait (ErrImagePull, CrashLoopBackOff, ...);
-    `pod_ip` None keeps the address the status already has."""
+    `pod_ip` None keeps the address the status already has; `messages` maps
+    container ids to their termination messages; `failed` (reason, message)
+    fails the pod whatever its containers say (activeDeadlineSeconds)."""
     waiting = waiting or {}
+    messages = messages or {}
     old = pod.status
     status = core.PodStatus()
     sandbox = latest_sandbox(containers)
@@ -240,14 +251,26 @@ def compute_pod_status(
     for spec in init_specs:
         status.init_container_statuses.append(
             container_status(
-                spec, "init", past_of(spec.name, "init"), probe_results, waiting, "PodInitializing"
+                spec,
+                "init",
+                past_of(spec.name, "init"),
+                probe_results,
+                waiting,
+                "PodInitializing",
+                messages,
             )
         )
     default_app_waiting = "ContainerCreating" if init_done else "PodInitializing"
     for spec in pod.spec.containers:
         status.container_statuses.append(
             container_status(
-                spec, "app", past_of(spec.name, "app"), probe_results, waiting, default_app_waiting
+                spec,
+                "app",
+                past_of(spec.name, "app"),
+                probe_results,
+                waiting,
+                default_app_waiting,
+                messages,
             )
         )
 
@@ -258,6 +281,12 @@ def compute_pod_status(
         init_done,
         init_failed,
     )
+    if failed is not None and not is_terminal(pod):
+        phase = "Failed"
+        status.reason, status.message = failed
+    elif is_terminal(pod):
+        # A terminal pod keeps why it ended (DeadlineExceeded, ...).
+        status.reason, status.message = old.reason, old.message
     status.phase = phase
 
     old_conditions = {c.type: c for c in old.conditions}

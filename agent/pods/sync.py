@@ -1,6 +1,13 @@
 """Executing a pod's actions: images, volumes, sandbox, network, /etc/hosts and
 resolv.conf, env, init and app containers, hooks, probes, status; and
 tearing a pod down (preStop, SIGTERM, grace, SIGKILL, delete the object).
+
+hostNetwork pods put their sandbox in the node's network namespace: the
+network plugin is never called for them and their podIP is the node's.
+activeDeadlineSeconds is enforced here (actions decide, this kills and fails
+the pod). Each container gets a fresh node file bind-mounted at its
+terminationMessagePath; what it holds when the container ends becomes the
+status' terminated.message.
 """
 
 from __future__ import annotations
@@ -8,23 +15,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import re
+import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agent.network.types import PodNetwork
-from agent.pods.actions import BackOff, ContainerToStart, backoff_key, compute_pod_actions
-from agent.pods.podutil import container_hash, fmt_time, pod_hostname
+from agent.pods.actions import (
+    DEADLINE_MESSAGE,
+    DEADLINE_REASON,
+    BackOff,
+    ContainerToStart,
+    PodActions,
+    backoff_key,
+    compute_pod_actions,
+)
+from agent.pods.downward import ConfigError, field_value, resource_value
+from agent.pods.podutil import (
+    container_hash,
+    exit_failed,
+    fmt_time,
+    has_exited,
+    parse_time,
+    pod_hostname,
+)
 from agent.pods.status import compute_pod_status, status_equal
 from agent.probes import ProbeManager, run_handler
 from agent.runtime.types import (
     LABEL_GRACE_PERIOD,
+    LABEL_HOST_NETWORK,
+    LABEL_TERMINATION_MESSAGE_PATH,
     SANDBOX_NAME,
     ContainerCreateError,
     ContainerInfo,
@@ -36,8 +61,14 @@ from agent.runtime.types import (
     PodRuntime,
     RuntimeUnavailableError,
 )
-from agent.volumes import VolumeError, VolumeManager, VolumeSource, secret_data
-from orchestrator.api.quantity import QuantityError, cpu_millis, memory_bytes, parse_quantity
+from agent.volumes import (
+    VolumeError,
+    VolumeManager,
+    VolumeSource,
+    node_memory_bytes,
+    secret_data,
+)
+from orchestrator.api.quantity import QuantityError, cpu_millis, memory_bytes
 from orchestrator.client.client import ApiError, ConflictError, NotFoundError
 from orchestrator.client.events import EventRecorder
 
@@ -51,13 +82,15 @@ CLUSTER_DOMAIN = "cluster.local"
 DEFAULT_GRACE = 30
 MIN_KILL_GRACE = 2
 RETRY_SOON = 5.0
+# The kubelet's limits on a termination message: the file's first 4 KiB; with
+# FallbackToLogsOnError, the log's last 80 lines, at most 2 KiB of them.
+DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+MAX_MESSAGE_BYTES = 4096
+MAX_MESSAGE_LOG_LINES = 80
+MAX_MESSAGE_LOG_BYTES = 2048
 
 _ENV_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-
-
-class ConfigError(Exception):
-    """The container's configuration cannot be resolved (CreateContainerConfigError)."""
 
 
 class SandboxError(Exception):
@@ -163,63 +196,35 @@ def render_resolv(
     return "\n".join(lines) + "\n"
 
 
-def field_value(pod: Any, path: str, pod_ip: str, host_ip: str) -> str:
-    m = pod.metadata
-    simple = {
-        "metadata.name": m.name,
-        "metadata.namespace": m.namespace,
-        "metadata.uid": m.uid,
-        "spec.nodeName": pod.spec.node_name,
-        "spec.serviceAccountName": pod.spec.service_account_name,
-        "status.podIP": pod_ip,
-        "status.podIPs": pod_ip,
-        "status.hostIP": host_ip,
-        "status.hostIPs": host_ip,
-    }
-    if path in simple:
-        return str(simple[path])
-    match = re.fullmatch(r"metadata\.(labels|annotations)\[['\"](.+)['\"]\]", path)
-    if match:
-        source = m.labels if match.group(1) == "labels" else m.annotations
-        return str(source.get(match.group(2), ""))
-    if path in ("metadata.labels", "metadata.annotations"):
-        source = m.labels if path == "metadata.labels" else m.annotations
-        return "\n".join(f'{k}="{v}"' for k, v in sorted(source.items()))
-    raise ConfigError(f'unsupported fieldRef "{path}"')
+def render_host_network_hosts(pod: Any, node_hosts: str) -> str:
+    """/etc/hosts of a hostNetwork pod: the node's own file (the pod shares its
+    network identity), plus the pod's hostAliases, as the kubelet writes it."""
+    lines = ["# Kubernetes-managed hosts file (host network).", node_hosts.rstrip("\n")]
+    if pod.spec.host_aliases:
+        lines.append("")
+        lines.append("# Entries added by HostAliases.")
+        for alias in pod.spec.host_aliases:
+            lines.append(f"{alias.ip}\t{chr(9).join(alias.hostnames)}")
+    return "\n".join(lines) + "\n"
 
 
-def resource_value(pod: Any, container: Any, ref: Any, node_cpus: int, node_memory: int) -> str:
-    target = container
-    if ref.container_name:
-        for c in (*pod.spec.containers, *pod.spec.init_containers):
-            if c.name == ref.container_name:
-                target = c
-                break
-    which, _, resource = ref.resource.partition(".")
-    values = target.resources.limits if which == "limits" else target.resources.requests
+def read_termination_file(path: str) -> str:
+    """The first MAX_MESSAGE_BYTES of a container's termination message file
+    ("" when it is missing: the pod directory may have been cleaned)."""
     try:
-        divisor = parse_quantity(ref.divisor) if ref.divisor else parse_quantity("1")
-        if resource == "cpu":
-            raw = values.get("cpu")
-            amount = (
-                parse_quantity(raw)
-                if raw
-                else parse_quantity(node_cpus if which == "limits" else 0)
-            )
-        elif resource in ("memory", "ephemeral-storage"):
-            raw = values.get(resource)
-            amount = (
-                parse_quantity(raw)
-                if raw
-                else parse_quantity(node_memory if which == "limits" else 0)
-            )
-        else:
-            raise ConfigError(f'unsupported resourceFieldRef "{ref.resource}"')
-    except QuantityError as exc:
-        raise ConfigError(str(exc)) from None
-    if divisor <= 0:
-        raise ConfigError(f'invalid divisor "{ref.divisor}"')
-    return str(math.ceil(amount / divisor))
+        with open(path, "rb") as f:
+            data = f.read(MAX_MESSAGE_BYTES)
+    except OSError:
+        return ""
+    return data.decode(errors="replace")
+
+
+def log_tail_message(log_bytes: bytes) -> str:
+    """FallbackToLogsOnError's message: the last MAX_MESSAGE_LOG_LINES lines
+    of the log, cut to its last MAX_MESSAGE_LOG_BYTES bytes."""
+    lines = log_bytes.splitlines(keepends=True)[-MAX_MESSAGE_LOG_LINES:]
+    tail = b"".join(lines)[-MAX_MESSAGE_LOG_BYTES:]
+    return tail.decode(errors="replace")
 
 
 def build_container_spec(
@@ -287,6 +292,9 @@ def build_container_spec(
         share_pid=bool(pod.spec.share_process_namespace)
         if pod.spec.HasField("share_process_namespace")
         else False,
+        host_network=pod.spec.host_network,
+        host_pid=pod.spec.host_pid,
+        host_ipc=pod.spec.host_ipc,
     )
 
 
@@ -327,6 +335,7 @@ class PodSyncer:
         cluster_dns: str = CLUSTER_DNS,
         cluster_domain: str = CLUSTER_DOMAIN,
         node_resolv_conf: str = "/etc/resolv.conf",
+        node_hosts_file: str = "/etc/hosts",
     ) -> None:
         self.client = client
         self.runtime = runtime
@@ -347,7 +356,13 @@ class PodSyncer:
         self._last_status: dict[str, Any] = {}
         self._image_failed_at: dict[str, datetime] = {}
         self.node_cpus = os.cpu_count() or 1
-        self.node_memory = _node_memory()
+        self.node_memory = node_memory_bytes()
+        self.node_hosts_file = node_hosts_file
+        # container id -> termination message, for containers that have exited
+        # (their files and logs no longer change), per pod uid.
+        self._messages: dict[str, dict[str, str]] = {}
+        # pod uid -> volume warnings already reported as events.
+        self._volume_warnings: dict[str, set[str]] = {}
 
     # -- sync ----------------------------------------------------------------------------
 
@@ -362,8 +377,16 @@ class PodSyncer:
             await self._report_runtime_down(pod, exc)
             raise
         actions = compute_pod_actions(
-            pod, containers, now, self.backoff, unhealthy=self.probes.unhealthy(uid)
+            pod,
+            containers,
+            now,
+            self.backoff,
+            unhealthy=self.probes.unhealthy(uid),
+            started=self._start_time(pod),
         )
+        if actions.deadline_exceeded:
+            await self._fail_deadline(pod, containers, actions)
+            return None
         st = _SyncState({n: ("CrashLoopBackOff", m) for n, m in actions.backoff.items()})
         for name in actions.backoff:
             self.events.record(
@@ -390,8 +413,9 @@ class PodSyncer:
                     changed = True
 
         if not actions.finished:
+            known_ip = self._pod_ip(pod) or ""
             try:
-                volumes = await self.volumes.setup(pod)
+                volumes = await self.volumes.setup(pod, pod_ip=known_ip, host_ip=self.node_ip)
             except VolumeError as exc:
                 self.events.record(pod, "Warning", exc.reason, exc.message)
                 for c in (*pod.spec.init_containers, *pod.spec.containers):
@@ -402,7 +426,7 @@ class PodSyncer:
             sandbox = actions.sandbox
             try:
                 if actions.create_sandbox:
-                    if actions.attempt > 0:
+                    if actions.attempt > 0 and not pod.spec.host_network:
                         # The old sandbox died (dockerd restart, a kill): release its
                         # interface before the new one gets the pod's address.
                         with contextlib.suppress(Exception):
@@ -418,6 +442,14 @@ class PodSyncer:
                 await self._report(pod, await self.runtime.list_containers(uid), None, st)
                 return st.requeue
             if sandbox is not None and (actions.start_init or actions.start):
+                self._report_volume_warnings(pod, volumes)
+                if pod_ip and pod_ip != known_ip and _uses_downward_volumes(pod):
+                    # The address is new: downwardAPI files naming status.podIP
+                    # must hold it before the containers start.
+                    try:
+                        volumes = await self.volumes.setup(pod, pod_ip=pod_ip, host_ip=self.node_ip)
+                    except VolumeError as exc:
+                        self.events.record(pod, "Warning", exc.reason, exc.message)
                 await asyncio.to_thread(self._write_dns_files, pod, pod_ip or "")
                 todo = [actions.start_init] if actions.start_init else []
                 todo += actions.start
@@ -430,13 +462,19 @@ class PodSyncer:
         if changed:
             containers = await self.runtime.list_containers(uid)
         if pod_ip is None and not actions.finished:
-            pod_ip = self.network.pod_ip(uid)
+            pod_ip = self._pod_ip(pod)
         self.probes.update(pod, containers, pod_ip)
         await self._report(pod, containers, pod_ip, st)
         return st.requeue
 
     async def _report(
-        self, pod: Any, containers: list[ContainerInfo], pod_ip: str | None, st: _SyncState
+        self,
+        pod: Any,
+        containers: list[ContainerInfo],
+        pod_ip: str | None,
+        st: _SyncState,
+        *,
+        failed: tuple[str, str] | None = None,
     ) -> None:
         uid = pod.metadata.uid
         base = pod
@@ -453,8 +491,90 @@ class PodSyncer:
             self.node_ip,
             self.clock(),
             waiting=st.waiting,
+            messages=await self._termination_messages(pod, containers),
+            failed=failed,
         )
         await self.write_status(pod, status)
+
+    def _start_time(self, pod: Any) -> datetime:
+        """status.startTime as last written (the informer's copy may lag);
+        a pod not yet reported starts now, which its first status will say."""
+        last = self._last_status.get(pod.metadata.uid)
+        stamp = (last.start_time if last is not None else "") or pod.status.start_time
+        return parse_time(stamp) or self.clock()
+
+    async def _fail_deadline(
+        self, pod: Any, containers: list[ContainerInfo], actions: PodActions
+    ) -> None:
+        """activeDeadlineSeconds ran out: the pod fails first (so nothing
+        restarts it meanwhile), then its containers are killed with its grace
+        period, the sandbox stopped, and the final container states reported."""
+        uid = pod.metadata.uid
+        last = self._last_status.get(uid)
+        if last is None or last.reason != DEADLINE_REASON:
+            self.events.record(pod, "Normal", DEADLINE_REASON, DEADLINE_MESSAGE)
+        failed = (DEADLINE_REASON, DEADLINE_MESSAGE)
+        await self._report(pod, containers, None, _SyncState({}), failed=failed)
+        await asyncio.gather(
+            *(self._kill_container(pod, info, reason) for info, reason in actions.kill),
+            return_exceptions=True,
+        )
+        if actions.stop_sandbox:
+            for sb in containers:
+                if sb.type == "sandbox" and sb.state == ContainerState.RUNNING:
+                    await self._stop_sandbox(pod, sb)
+        self.probes.remove_pod(uid)
+        containers = await self.runtime.list_containers(uid)
+        await self._report(pod, containers, None, _SyncState({}), failed=failed)
+
+    def _pod_ip(self, pod: Any) -> str | None:
+        """A hostNetwork pod's address is the node's; others get theirs from
+        the network plugin."""
+        if pod.spec.host_network:
+            return self.node_ip
+        return self.network.pod_ip(pod.metadata.uid)
+
+    def _report_volume_warnings(self, pod: Any, volumes: Mapping[str, VolumeSource]) -> None:
+        """Once per pod: what a volume had to leave out (serviceAccountToken)."""
+        seen = self._volume_warnings.setdefault(pod.metadata.uid, set())
+        for src in volumes.values():
+            for warning in src.warnings:
+                if warning not in seen:
+                    seen.add(warning)
+                    self.events.record(pod, "Warning", "UnsupportedVolumeSource", warning)
+
+    async def _termination_messages(
+        self, pod: Any, containers: list[ContainerInfo]
+    ) -> dict[str, str]:
+        """Termination messages of the pod's exited containers by container id.
+        Read once per container: an exited container's file and log are final."""
+        cache = self._messages.setdefault(pod.metadata.uid, {})
+        specs = {c.name: c for c in (*pod.spec.init_containers, *pod.spec.containers)}
+        for c in containers:
+            if c.type == "sandbox" or c.id in cache or not has_exited(c):
+                continue
+            spec = specs.get(c.name)
+            policy = spec.termination_message_policy if spec is not None else ""
+            cache[c.id] = await self._termination_message(c, policy)
+        live = {c.id for c in containers}
+        for cid in [k for k in cache if k not in live]:
+            del cache[cid]
+        return dict(cache)
+
+    async def _termination_message(self, c: ContainerInfo, policy: str) -> str:
+        message = ""
+        path = c.labels.get(LABEL_TERMINATION_MESSAGE_PATH, "")
+        if path:
+            message = await asyncio.to_thread(read_termination_file, path)
+        if not message and policy == "FallbackToLogsOnError" and exit_failed(c):
+            chunks: list[bytes] = []
+            try:
+                async for chunk in self.runtime.logs(c.id, tail=MAX_MESSAGE_LOG_LINES):
+                    chunks.append(chunk)
+            except (LookupError, OSError, RuntimeUnavailableError) as exc:
+                log.info("logs of container %s for its termination message: %s", c.name, exc)
+            message = log_tail_message(b"".join(chunks))
+        return message
 
     async def _report_runtime_down(self, pod: Any, exc: Exception) -> None:
         """Without the runtime nothing is known about the containers: say so
@@ -515,6 +635,10 @@ class PodSyncer:
             self.events.record(pod, "Warning", "FailedCreatePodSandBox", str(exc))
             raise SandboxError(f"failed to get sandbox image {self.pause_image}: {exc}") from None
         grace = _grace(pod)
+        host_network = pod.spec.host_network
+        labels = {LABEL_GRACE_PERIOD: str(grace)}
+        if host_network:
+            labels[LABEL_HOST_NETWORK] = "true"
         spec = ContainerSpec(
             pod_uid=uid,
             pod_name=pod.metadata.name,
@@ -524,9 +648,13 @@ class PodSyncer:
             image=self.pause_image,
             entrypoint=list(self.pause_command) or None,
             cmd=[] if self.pause_command else None,
-            hostname=pod_hostname(pod),
+            # A host-network pod has the node's hostname (UTS "host").
+            hostname="" if host_network else pod_hostname(pod),
             restart_count=attempt,
-            labels={LABEL_GRACE_PERIOD: str(grace)},
+            host_network=host_network,
+            host_pid=pod.spec.host_pid,
+            host_ipc=pod.spec.host_ipc,
+            labels=labels,
         )
         sid = ""
         try:
@@ -535,11 +663,14 @@ class PodSyncer:
             info = await self.runtime.inspect_container(sid)
             if info is None or info.state != ContainerState.RUNNING or not info.pid:
                 raise SandboxError("the pod sandbox exited right after it started")
-            netns = f"/proc/{info.pid}/ns/net"
-            try:
-                net = await self.network.setup(uid, netns)
-            except Exception as exc:
-                raise SandboxError(f"failed to set up the pod network: {exc}") from exc
+            if host_network:
+                ip = self.node_ip
+            else:
+                netns = f"/proc/{info.pid}/ns/net"
+                try:
+                    ip = (await self.network.setup(uid, netns)).ip
+                except Exception as exc:
+                    raise SandboxError(f"failed to set up the pod network: {exc}") from exc
         except (ContainerCreateError, SandboxError) as exc:
             self.events.record(
                 pod, "Warning", "FailedCreatePodSandBox", f"Failed to create pod sandbox: {exc}"
@@ -555,10 +686,29 @@ class PodSyncer:
                 "SandboxChanged",
                 "Pod sandbox changed, it will be killed and re-created.",
             )
-        return info, net.ip
+        self._warn_host_ports(pod)
+        return info, ip
+
+    def _warn_host_ports(self, pod: Any) -> None:
+        """hostPort outside hostNetwork needs a port mapping (CNI's portmap) that
+        this node's network does not do: say so rather than leave it silently
+        unreachable."""
+        if pod.spec.host_network:
+            return
+        for c in (*pod.spec.init_containers, *pod.spec.containers):
+            for port in c.ports:
+                if port.host_port:
+                    self.events.record(
+                        pod,
+                        "Warning",
+                        "HostPortNotSupported",
+                        f"container {c.name}: hostPort {port.host_port} is not published: "
+                        "this node maps host ports only for hostNetwork pods",
+                        field_path(c, "app"),
+                    )
 
     async def _ensure_network(self, pod: Any, sandbox: ContainerInfo) -> str | None:
-        ip = self.network.pod_ip(pod.metadata.uid)
+        ip = self._pod_ip(pod)
         if ip:
             return ip
         if not sandbox.pid:
@@ -570,11 +720,12 @@ class PodSyncer:
         return net.ip
 
     async def _stop_sandbox(self, pod: Any, sandbox: ContainerInfo) -> None:
-        netns = f"/proc/{sandbox.pid}/ns/net" if sandbox.pid else None
-        try:
-            await self.network.teardown(pod.metadata.uid, netns)
-        except Exception as exc:
-            log.warning("network teardown of pod %s: %s", pod.metadata.name, exc)
+        if not _host_network(sandbox):
+            netns = f"/proc/{sandbox.pid}/ns/net" if sandbox.pid else None
+            try:
+                await self.network.teardown(pod.metadata.uid, netns)
+            except Exception as exc:
+                log.warning("network teardown of pod %s: %s", pod.metadata.name, exc)
         await self.runtime.stop_container(sandbox.id, MIN_KILL_GRACE)
 
     def _write_dns_files(self, pod: Any, pod_ip: str) -> None:
@@ -584,8 +735,16 @@ class PodSyncer:
             node_resolv = Path(self.node_resolv_conf).read_text()
         except OSError:
             node_resolv = ""
+        if pod.spec.host_network:
+            try:
+                node_hosts = Path(self.node_hosts_file).read_text()
+            except OSError:
+                node_hosts = "127.0.0.1\tlocalhost\n"
+            hosts = render_host_network_hosts(pod, node_hosts)
+        else:
+            hosts = render_hosts(pod, pod_ip, self.cluster_domain)
         for name, text in (
-            ("etc-hosts", render_hosts(pod, pod_ip, self.cluster_domain)),
+            ("etc-hosts", hosts),
             ("resolv.conf", render_resolv(pod, node_resolv, self.cluster_dns, self.cluster_domain)),
         ):
             path = pod_dir / name
@@ -626,12 +785,24 @@ class PodSyncer:
             self.events.record(pod, "Warning", "Failed", f"Error: {exc}", fp)
             st.retry(RETRY_SOON * 2)
             return
+        message_file = ""
+        target = c.termination_message_path or DEFAULT_TERMINATION_MESSAGE_PATH
+        if target not in {m.container_path for m in mounts}:
+            message_file = await asyncio.to_thread(self._new_message_file, uid, c.name)
+            spec = replace(
+                spec,
+                mounts=[*spec.mounts, Mount(message_file, target)],
+                labels={**spec.labels, LABEL_TERMINATION_MESSAGE_PATH: message_file},
+            )
         now = self.clock()
         if start.restart_count > 0:
             self.backoff.next(backoff_key(uid, c.name), now, start.ran_for)
         try:
             cid = await self.runtime.create_container(spec)
         except ContainerCreateError as exc:
+            if message_file:
+                with contextlib.suppress(OSError):
+                    os.unlink(message_file)
             st.waiting[c.name] = ("CreateContainerError", str(exc))
             self.events.record(pod, "Warning", "Failed", f"Error: {exc}", fp)
             st.retry(RETRY_SOON * 2)
@@ -711,6 +882,16 @@ class PodSyncer:
         )
         return True
 
+    def _new_message_file(self, uid: str, name: str) -> str:
+        """An empty, world-writable file for one container instance's
+        termination message (any user the container runs as may write it)."""
+        directory = self.volumes.pod_dir(uid) / "containers" / name
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / secrets.token_hex(4)
+        path.touch()
+        os.chmod(path, 0o666)
+        return str(path)
+
     def _mounts(self, pod: Any, c: Any, volumes: Mapping[str, VolumeSource]) -> list[Mount]:
         mounts: list[Mount] = []
         for vm in c.volume_mounts:
@@ -732,7 +913,7 @@ class PodSyncer:
             mounts.append(Mount(host, vm.mount_path, bool(vm.read_only or src.read_only)))
         pod_dir = self.volumes.pod_dir(pod.metadata.uid)
         taken = {m.container_path for m in mounts}
-        if "/etc/hosts" not in taken and not pod.spec.host_network:
+        if "/etc/hosts" not in taken:
             mounts.append(Mount(str(pod_dir / "etc-hosts"), "/etc/hosts"))
         if "/etc/resolv.conf" not in taken:
             mounts.append(Mount(str(pod_dir / "resolv.conf"), "/etc/resolv.conf"))
@@ -840,7 +1021,7 @@ class PodSyncer:
             and info.state == ContainerState.RUNNING
             and grace > 0
         ):
-            pod_ip = self.network.pod_ip(pod.metadata.uid) or ""
+            pod_ip = self._pod_ip(pod) or ""
             try:
                 outcome = await asyncio.wait_for(
                     run_handler(
@@ -900,8 +1081,9 @@ class PodSyncer:
         for sb in containers:
             if sb.type == "sandbox" and sb.state == ContainerState.RUNNING:
                 await self._stop_sandbox(pod, sb)
-        with contextlib.suppress(Exception):
-            await self.network.teardown(uid, None)
+        if not pod.spec.host_network:
+            with contextlib.suppress(Exception):
+                await self.network.teardown(uid, None)
         self.probes.remove_pod(uid)
         if pod.metadata.deletion_timestamp:
             try:
@@ -938,8 +1120,15 @@ class PodSyncer:
                 ),
                 return_exceptions=True,
             )
-        with contextlib.suppress(Exception):
-            await self.network.teardown(uid, None)
+        sandboxes = [c for c in containers if c.type == "sandbox"]
+        host_network = (
+            pod.spec.host_network
+            if pod is not None
+            else bool(sandboxes) and all(_host_network(c) for c in sandboxes)
+        )
+        if not host_network:
+            with contextlib.suppress(Exception):
+                await self.network.teardown(uid, None)
         for c in containers:
             if c.type == "sandbox" and c.state == ContainerState.RUNNING:
                 await self.runtime.stop_container(c.id, MIN_KILL_GRACE)
@@ -956,6 +1145,8 @@ class PodSyncer:
         self.backoff.forget(uid + "/")
         self.backoff.forget("image/" + uid + "/")
         self._last_status.pop(uid, None)
+        self._messages.pop(uid, None)
+        self._volume_warnings.pop(uid, None)
         for key in [k for k in self._image_failed_at if k.startswith("image/" + uid + "/")]:
             del self._image_failed_at[key]
 
@@ -995,19 +1186,16 @@ def _field_path_of(pod: Any, name: str) -> str:
     return ""
 
 
+def _host_network(sandbox: ContainerInfo) -> bool:
+    return sandbox.labels.get(LABEL_HOST_NETWORK) == "true"
+
+
+def _uses_downward_volumes(pod: Any) -> bool:
+    return any(v.HasField("downward_api") or v.HasField("projected") for v in pod.spec.volumes)
+
+
 def _grace(pod: Any) -> int:
     spec = pod.spec
     if spec.HasField("termination_grace_period_seconds"):
         return int(spec.termination_grace_period_seconds)
     return DEFAULT_GRACE
-
-
-def _node_memory() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0

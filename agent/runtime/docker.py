@@ -123,6 +123,29 @@ def info_from_inspect(data: dict[str, Any]) -> ContainerInfo:
     )
 
 
+def namespace_modes(spec: ContainerSpec, sandbox_ipc: str = "shareable") -> dict[str, str]:
+    """Docker's namespace options for a pod container. The sandbox holds the
+    pod's network and IPC namespaces and the others join it; a host-network
+    sandbox is in the node's network namespace (dockerd's, which the agent
+    shares), so joining it puts the containers there too. The node's PID and
+    IPC namespaces are named directly: a sandbox in the host IPC namespace is
+    not "shareable", and PID is never the sandbox's unless shareProcessNamespace."""
+    modes: dict[str, str] = {}
+    if spec.type == "sandbox":
+        modes["network_mode"] = "host" if spec.host_network else "none"
+        modes["ipc_mode"] = "host" if spec.host_ipc else sandbox_ipc
+    else:
+        modes["network_mode"] = f"container:{spec.sandbox_id}"
+        modes["ipc_mode"] = "host" if spec.host_ipc else f"container:{spec.sandbox_id}"
+        if spec.share_pid and not spec.host_pid:
+            modes["pid_mode"] = f"container:{spec.sandbox_id}"
+    if spec.host_pid:
+        modes["pid_mode"] = "host"
+    if spec.host_network:
+        modes["uts_mode"] = "host"
+    return modes
+
+
 def _message(exc: Exception) -> str:
     if isinstance(exc, docker.errors.APIError):
         explanation = exc.explanation
@@ -431,14 +454,7 @@ class DockerRuntime:
                 host["cap_add"] = list(spec.cap_add)
             if spec.cap_drop:
                 host["cap_drop"] = list(spec.cap_drop)
-            if spec.type == "sandbox":
-                host["network_mode"] = "none"
-                host["ipc_mode"] = self.sandbox_ipc
-            else:
-                host["network_mode"] = f"container:{spec.sandbox_id}"
-                host["ipc_mode"] = f"container:{spec.sandbox_id}"
-                if spec.share_pid:
-                    host["pid_mode"] = f"container:{spec.sandbox_id}"
+            host.update(namespace_modes(spec, self.sandbox_ipc))
             if spec.cpu_limit_millis:
                 host["cpu_period"] = CPU_PERIOD_US
                 host["cpu_quota"] = max(1000, spec.cpu_limit_millis * CPU_PERIOD_US // 1000)
@@ -461,7 +477,7 @@ class DockerRuntime:
                 kwargs["entrypoint"] = list(spec.entrypoint)
             if spec.cmd is not None:
                 kwargs["command"] = list(spec.cmd)
-            if spec.hostname and spec.type == "sandbox":
+            if spec.hostname and spec.type == "sandbox" and not spec.host_network:
                 kwargs["hostname"] = spec.hostname
             if spec.user:
                 kwargs["user"] = spec.user

@@ -117,6 +117,12 @@ LABEL_SANDBOX_ID = "io.orchestrator.sandbox.id"
 # Pod-level grace period and preStop presence, so a restarted agent can stop an
 # orphan the way its pod asked.
 LABEL_GRACE_PERIOD = "io.orchestrator.pod.termination-grace-period"
+# Sandbox: "true" when the pod uses the node's network namespace, so a pod
+# removed while the agent no longer has its object skips the network plugin.
+LABEL_HOST_NETWORK = "io.orchestrator.pod.host-network"
+# The node file bind-mounted at the container's terminationMessagePath: one
+# per container instance, found again from this label after an agent restart.
+LABEL_TERMINATION_MESSAGE_PATH = "io.orchestrator.container.termination-message-path"
 
 
 @dataclass(frozen=True)
@@ -161,6 +167,11 @@ class ContainerSpec:
     restart_count: int = 0
     spec_hash: str = ""
     share_pid: bool = False
+    # The node's namespaces (hostNetwork, hostPID, hostIPC): a host-network
+    # pod also takes the node's hostname (UTS), as the kubelet does.
+    host_network: bool = False
+    host_pid: bool = False
+    host_ipc: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
 
 

@@ -164,7 +164,7 @@ class PodStreamProxy:
             )
         return self._creds
 
-    def _stub(self, target: str) -> apb_grpc.AgentStub:
+    def stub(self, target: str) -> apb_grpc.AgentStub:
         channel = self._channels.get(target)
         if channel is None:
             channel = grpc.aio.secure_channel(
@@ -250,7 +250,7 @@ class PodStreamProxy:
                 forward.tail_lines = request.tail_lines
             if request.HasField("since_seconds"):
                 forward.since_seconds = request.since_seconds
-            call = self._stub(backend.target).Logs(forward)
+            call = self.stub(backend.target).Logs(forward)
             received = False
             try:
                 async for chunk in call:
@@ -290,7 +290,7 @@ class PodStreamProxy:
             forward.namespace = backend.namespace
             forward.pod_uid = backend.pod_uid
             forward.container = backend.container
-            call = self._stub(backend.target).Exec()
+            call = self.stub(backend.target).Exec()
             pump: asyncio.Task[None] | None = None
             received = False
             try:

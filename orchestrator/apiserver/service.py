@@ -85,7 +85,7 @@ class ApiService(pb_grpc.ApiServicer):
         self.bookmark_interval = bookmark_interval
         self.proxy = PodStreamProxy(self.cache, authenticator, authorizer, pki)
         # Metrics reach the agents through the proxy's mTLS channels.
-        self.metrics = MetricsApi(self.cache, authorizer, self.proxy._stub)
+        self.metrics = MetricsApi(self.cache, authorizer, self.proxy.stub)
 
     # -- plumbing --------------------------------------------------------------------
 
