@@ -83,7 +83,10 @@ class PodWorkers:
             self._workers[uid] = w
             w.task = asyncio.create_task(self._run(w), name=f"pod-worker-{pod.metadata.name}")
         else:
-            w.pod = pod  # the newest wins; no queue of stale specs
+            before, w.pod = w.pod, pod  # the newest wins; no queue of stale specs
+            if not _wants_changed(before, pod):
+                # Our own status write coming back: waking would cut a back-off short.
+                return
         if pod.metadata.deletion_timestamp:
             w.terminating = True
         w.wake.set()
@@ -184,3 +187,15 @@ class PodWorkers:
         finally:
             if w.removed and self._workers.get(w.uid) is w:
                 del self._workers[w.uid]
+
+
+def _wants_changed(before: Any, after: Any) -> bool:
+    """Whether an update changes what the pod's worker acts on (spec, labels
+    and annotations for downward API files, deletion), not just its status."""
+    a, b = before.metadata, after.metadata
+    return (
+        before.spec != after.spec
+        or a.deletion_timestamp != b.deletion_timestamp
+        or a.labels != b.labels
+        or a.annotations != b.annotations
+    )

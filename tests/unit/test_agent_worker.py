@@ -63,11 +63,21 @@ async def test_worker_serializes_and_keeps_only_the_newest_pod() -> None:
         newer = type(pod)()
         newer.CopyFrom(pod)
         newer.metadata.resource_version = rv
+        newer.metadata.annotations["change"] = rv
         workers.update_pod(newer)
     gate.set()
     await asyncio.sleep(0.1)
     assert seen == ["1", "4"], "intermediate specs are skipped"
     assert not overlap
+
+    # A status-only update (the agent's own write coming back) wakes nobody.
+    echoed = type(pod)()
+    echoed.CopyFrom(newer)
+    echoed.metadata.resource_version = "5"
+    echoed.status.phase = "Running"
+    workers.update_pod(echoed)
+    await asyncio.sleep(0.05)
+    assert seen == ["1", "4"]
 
     # A deletion is never dropped, even if an older-looking update follows.
     deleting = type(pod)()
