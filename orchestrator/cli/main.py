@@ -26,6 +26,7 @@ from orchestrator.cli import (
     config_cmds,
     delete,
     describe,
+    drain,
     get,
     image,
     info_cmds,
@@ -314,6 +315,18 @@ def build_parser() -> argparse.ArgumentParser:
         "rollout", "Follow, pause, resume, restart or undo a rollout", _usage(p_name="rollout")
     )
     rollout.add_parsers(p, common, _Parser, _duration_seconds)
+
+    # cordon, uncordon, drain
+    p = verb("cordon", "Mark nodes unschedulable", drain.run_cordon)
+    drain.add_cordon_arguments(p)
+    p = verb("uncordon", "Mark nodes schedulable again", drain.run_uncordon)
+    drain.add_cordon_arguments(p)
+    p = verb(
+        "drain",
+        "Cordon a node, then evict its pods and wait until they are gone",
+        drain.run_drain,
+    )
+    drain.add_drain_arguments(p, _duration_seconds)
 
     # token
     p = verb("token", "Manage bootstrap tokens for joining nodes", _usage(p_name="token"))

@@ -286,7 +286,7 @@ class NodeLifecycleController(Controller):
             self.health.pop(gone, None)
         intents = self._plan_no_execute(nodes, now)
         for node in nodes:
-            await self._write_taints(node.metadata.name, intents[node.metadata.name], now)
+            await self._write_taints(node, intents[node.metadata.name], now)
 
     async def _mark_unknown(self, node: Any, lease: Any | None, now: datetime) -> Any | None:
         """Set the node's watched conditions Unknown; the node as written (or as
@@ -428,8 +428,10 @@ class NodeLifecycleController(Controller):
                 intents[name] = NoExecuteIntent(True, wanted[name])
         return intents
 
-    async def _write_taints(self, name: str, intent: NoExecuteIntent, now: datetime) -> None:
-        node = self.nodes.get(name)
+    async def _write_taints(self, node: Any, intent: NoExecuteIntent, now: datetime) -> None:
+        """Make the node's owned taints match; `node` is the newest copy this
+        pass has (it may be newer than the cache, right after a status write)."""
+        name = node.metadata.name
         for _ in range(UPDATE_ATTEMPTS):
             if node is None:
                 return

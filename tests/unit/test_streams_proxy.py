@@ -287,7 +287,7 @@ def _proxy(user: UserInfo, stub: FakeStub, *objs: Any) -> tuple[px.PodStreamProx
         targets.append(target)
         return stub
 
-    proxy._stub = stub_for  # type: ignore[method-assign,assignment]
+    proxy.stub = stub_for  # type: ignore[method-assign,assignment]
     return proxy, targets
 
 

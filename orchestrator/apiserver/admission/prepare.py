@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
 
+from orchestrator.apiserver.admission.default_tolerations import add_default_tolerations
+
 if TYPE_CHECKING:
     from orchestrator.apiserver.registry import UserInfo
 
@@ -22,6 +24,7 @@ def prepare_create(obj: Message, user: UserInfo) -> None:
     elif kind == "Pod":
         o.ClearField("status")
         o.status.phase = "Pending"
+        add_default_tolerations(o)
 
 
 def normalize(obj: Message) -> None:
