@@ -35,6 +35,12 @@ class AgentConfig:
     heartbeat_interval: float = 10.0
     renew_check_interval: float = 3600.0
     stats_interval: float = 10.0
+    overlay_backend: str = "vxlan"  # "vxlan", "host-gw" or "none"
+    vxlan_vni: int = 1
+    vxlan_port: int = 8472
+    overlay_resync_interval: float = 10.0
+    # Where the cluster DNS forwards names outside the cluster (None: refuse them).
+    dns_upstream_resolv: str | None = "/etc/resolv.conf"
 
 
 class Agent:
@@ -68,7 +74,9 @@ class Agent:
         self._tasks.append(asyncio.create_task(reporter.run(), name="node-reporter"))
         self._tasks.append(asyncio.create_task(self._renew_loop(), name="cert-renewal"))
         pod_cidr = await self._wait_for_pod_cidr()
-        network = await self._pod_network(pod_cidr)
+        overlay = await self._overlay(pod_cidr, reporter)
+        network = await self._pod_network(pod_cidr, overlay.pod_mtu if overlay else 1500)
+        self._stoppers.append(await self._cluster_dns())
         kubelet = await self._kubelet(runtime, network)
         self._stoppers.append(kubelet)
         self.stats = self._stats_collector()
@@ -89,11 +97,48 @@ class Agent:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    async def _pod_network(self, pod_cidr: str) -> Any:
+    async def _overlay(self, pod_cidr: str, reporter: NodeReporter) -> Any:
+        """Routes to every other node's pods (VXLAN or host-gw), set up before the
+        pod network because pods get the overlay's smaller MTU."""
+        cfg = self.config
+        if cfg.overlay_backend == "none":
+            return None
+        from agent.network.overlay import OverlaySyncer, make_overlay
+        from orchestrator.client.informer import Informer
+
+        overlay = make_overlay(
+            cfg.overlay_backend,
+            self.node_name,
+            pod_cidr,
+            cfg.node_ip,
+            vni=cfg.vxlan_vni,
+            port=cfg.vxlan_port,
+        )
+        await overlay.setup()
+        await reporter.annotate(overlay.node_annotations())
+        nodes = Informer(self.client, "Node")
+        syncer = OverlaySyncer(overlay, nodes.list, interval=cfg.overlay_resync_interval)
+        nodes.add_handler(syncer.on_node_event)
+        nodes.start()
+        await nodes.synced.wait()
+        syncer.start()
+        self._stoppers.append(nodes)
+        self._stoppers.append(syncer)  # stop() runs in reverse: the syncer goes first
+        return overlay
+
+    async def _cluster_dns(self) -> Any:
+        """The node-local DNS server pods reach at 10.96.0.10."""
+        from agent.network.dns.cluster import ClusterDNS
+
+        dns = ClusterDNS(self.client, upstream_resolv=self.config.dns_upstream_resolv)
+        await dns.start()
+        return dns
+
+    async def _pod_network(self, pod_cidr: str, mtu: int) -> Any:
         from agent.network.bridge import BridgeNetwork
 
         network = BridgeNetwork(
-            pod_cidr, self.config.data_dir / "network", cluster_cidr=CLUSTER_CIDR
+            pod_cidr, self.config.data_dir / "network", mtu=mtu, cluster_cidr=CLUSTER_CIDR
         )
         await network.ensure_bridge()
         return network

@@ -96,6 +96,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         node_name=args.node_name,
         pause_image=args.pause_image,
         listen_port=args.port,
+        overlay_backend=args.overlay,
+        vxlan_vni=args.vxlan_vni,
+        vxlan_port=args.vxlan_port,
+        dns_upstream_resolv=None
+        if args.dns_upstream_resolv == "none"
+        else args.dns_upstream_resolv,
     )
     asyncio.run(_run(config))
     return 0
@@ -125,6 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="image of the sandbox container that holds a pod's network namespace",
     )
     r.add_argument("--port", type=int, default=10250, help="the agent API (logs, exec)")
+    r.add_argument(
+        "--overlay",
+        choices=("vxlan", "host-gw", "none"),
+        default="vxlan",
+        help="how pods reach other nodes' pods (default vxlan; host-gw needs one L2 segment)",
+    )
+    r.add_argument(
+        "--dns-upstream-resolv",
+        default="/etc/resolv.conf",
+        metavar="FILE|none",
+        help="resolv.conf whose servers get names outside the cluster (default "
+        "/etc/resolv.conf; none: answer them REFUSED)",
+    )
+    r.add_argument("--vxlan-vni", type=int, default=1)
+    r.add_argument("--vxlan-port", type=int, default=8472)
     r.add_argument("-v", "--verbose", action="store_true")
     r.set_defaults(func=cmd_run)
     return parser

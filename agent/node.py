@@ -225,6 +225,22 @@ class NodeReporter:
         except Exception as exc:  # the runtime is what failed: report it, keep going
             return healthy_conditions(str(exc) or type(exc).__name__), "unknown", []
 
+    async def annotate(self, annotations: dict[str, str]) -> Any:
+        """Publish annotations on our Node (the overlay's VTEP MAC and underlay
+        IP, which peer nodes read). register() keeps them: it copies the Node."""
+        for _attempt in range(10):
+            node = await self.client.get("Node", self.node_name)
+            if all(node.metadata.annotations.get(k) == v for k, v in annotations.items()):
+                return node
+            fresh = type(node)()
+            fresh.CopyFrom(node)
+            fresh.metadata.annotations.update(annotations)
+            try:
+                return await self.client.update(fresh)
+            except ConflictError:
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"node {self.node_name}: annotating it kept conflicting")
+
     async def register(self) -> Any:
         """Create our Node, or bring an existing one up to date."""
         conditions, version, images = await self._observe()

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from certs import bundle, tokens
+from orchestrator.api import codec
 from orchestrator.api.kinds import kind_info
 from orchestrator.apiserver.allocators import DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR
 from orchestrator.apiserver.cache import WatchCache
-from orchestrator.apiserver.errors import AlreadyExists
+from orchestrator.apiserver.errors import AlreadyExists, Invalid
 from orchestrator.apiserver.registry import Registry, UserInfo
 from orchestrator.apiserver.server import ApiServer, StoreConfig, open_store
 from orchestrator.client.client import Client
@@ -34,6 +35,7 @@ from orchestrator.components import run_component
 log = logging.getLogger("orchestrator")
 CLUSTER_CONFIG = "cluster.json"
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+CLUSTER_DNS_IP = "10.96.0.10"
 INIT_USER = UserInfo("system:orchestrator-init", ("system:masters",))
 
 
@@ -130,6 +132,36 @@ async def seed_cluster(registry: Registry, token: tokens.BootstrapToken | None) 
         ns.metadata.name = name  # type: ignore[attr-defined]
         with contextlib.suppress(AlreadyExists):
             await registry.create(ns, INIT_USER)
+    # The cluster DNS address is each node's own DNS server (NodeLocal DNSCache's
+    # design): this Service only reserves 10.96.0.10 and names it; the label
+    # tells the service proxy (as kube-proxy) to leave it to another proxy.
+    dns = codec.from_dict(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "kube-dns",
+                "namespace": "kube-system",
+                "labels": {
+                    "k8s-app": "kube-dns",
+                    "service.kubernetes.io/service-proxy-name": "orch-node-local-dns",
+                },
+            },
+            "spec": {
+                "clusterIP": CLUSTER_DNS_IP,
+                "ports": [
+                    {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                    {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                ],
+            },
+        }
+    )
+    try:
+        await registry.create(dns, INIT_USER)
+    except AlreadyExists:
+        pass
+    except Invalid as exc:  # someone holds the address: pods' DNS will not work
+        log.error("cannot reserve the cluster DNS address %s: %s", CLUSTER_DNS_IP, exc)
     if token is not None:
         secret = kind_info("Secret").new()
         secret.metadata.name = token.secret_name  # type: ignore[attr-defined]
@@ -208,8 +240,15 @@ def scheduler_component(conn: Connection, config_path: str = "") -> _WithOwnClie
     from orchestrator.scheduler.profiles import load_config
     from orchestrator.scheduler.scheduler import Scheduler
 
-    profiles = load_config(Path(config_path)) if config_path else None
-    return _WithOwnClient(conn, lambda client: Scheduler(client, profiles=profiles))
+    config = load_config(Path(config_path)) if config_path else None
+    return _WithOwnClient(
+        conn,
+        lambda client: Scheduler(
+            client,
+            profiles=config.profiles if config else None,
+            percentage_of_nodes_to_score=config.percentage_of_nodes_to_score if config else 0,
+        ),
+    )
 
 
 async def serve(

@@ -278,7 +278,8 @@ class BridgeNetwork:
         pod.ip("link", "set", "lo", "up")
         pod.ip("addr", "flush", "dev", POD_IFNAME)
         pod.ip("addr", "add", f"{ip}/{self.prefix_len}", "dev", POD_IFNAME)
-        pod.ip("link", "set", POD_IFNAME, "up")
+        # The MTU again: a reused veth may keep an old one (say, from another backend).
+        pod.ip("link", "set", POD_IFNAME, "mtu", str(self.mtu), "up")
         pod.ip("route", "replace", "default", "via", self.gateway, "dev", POD_IFNAME)
 
     async def teardown(self, pod_uid: str, netns_path: str | None) -> None:

@@ -473,6 +473,10 @@ class _Up:
             node.docker_host,
             "--node-ip",
             node.ip,
+            # Nodes here have no way off the machine: the cluster DNS answers its own
+            # names and refuses the rest rather than forwarding.
+            "--dns-upstream-resolv",
+            "none",
         ]
         # The sandbox image: the agent's own default (busybox:1.36) is served by the
         # registry, so no --pause-image is passed.

@@ -4,7 +4,6 @@ and reads back with what it said plus Kubernetes' defaults."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,19 +77,6 @@ async def apply_fixture(client: Client, name: str) -> list[tuple[dict[str, Any],
         assert outcome == "created", f"{codec.describe_document(doc)}: {outcome}"
         applied.append((doc, obj))
     return applied
-
-
-@pytest.fixture
-def api_only_control_plane(tmp_path: Path) -> Iterator[ControlPlane]:
-    """The API alone: these tests check what is stored and read back, and
-    controllers acting on the objects (an HPA scaling the Deployment, the
-    endpoints controller rewriting Endpoints) would change it under them."""
-    cp = ControlPlane(tmp_path / "cp", serve_args=("--controllers", "", "--no-scheduler"))
-    cp.start()
-    try:
-        yield cp
-    finally:
-        cp.stop()
 
 
 async def read_back(client: Client, doc: dict[str, Any]) -> dict[str, Any]:

@@ -144,9 +144,9 @@ def all_kinds_copy(tmp_path: Path, namespace: str) -> tuple[Path, list[dict[str,
 
 
 def test_apply_every_kind_then_unchanged_then_configured(
-    control_plane: ControlPlane, tmp_path: Path
+    api_only_control_plane: ControlPlane, tmp_path: Path
 ) -> None:
-    cp, ns = control_plane, "cli-allkinds"
+    cp, ns = api_only_control_plane, "cli-allkinds"
     path, documents = all_kinds_copy(tmp_path, ns)
     first = outcomes(ok(cp, "apply", "-f", str(path)))
     assert len(first) == len(documents) == 30
@@ -318,7 +318,7 @@ def test_get_in_every_output_format(control_plane: ControlPlane) -> None:
         [ns, "beta"],
     ]
 
-    empty = orchctl(cp, "-n", ns, "get", "pods")
+    empty = orchctl(cp, "-n", ns, "get", "secrets")
     assert (empty.returncode, empty.stdout) == (0, "")
     assert empty.stderr.strip() == f"No resources found in {ns} namespace."
     assert (
