@@ -463,7 +463,7 @@ class _Up:
         One process per node, so a slow join never holds up `up`. Returns the argv
         and the argv to record (without the token)."""
         lay = self.layout
-        agent = procs.python_module("agent.main")
+        agent = procs.python_module("agent.main", optimize=True)
         run = [
             *agent,
             "run",

@@ -37,9 +37,10 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def python_module(module: str) -> list[str]:
-    """argv running one of our entry points with this interpreter (a venv's, usually)."""
-    return [sys.executable, "-m", module]
+def python_module(module: str, *, optimize: bool = False) -> list[str]:
+    """argv running one of our entry points with this interpreter (a venv's, usually).
+    optimize drops docstrings (-OO): about 2 MB less memory for the node agent."""
+    return [sys.executable, *(["-OO"] if optimize else []), "-m", module]
 
 
 def start_time(pid: int) -> int | None:
