@@ -41,6 +41,8 @@ class AgentConfig:
     overlay_resync_interval: float = 10.0
     # Where the cluster DNS forwards names outside the cluster (None: refuse them).
     dns_upstream_resolv: str | None = "/etc/resolv.conf"
+    proxy_mode: str = "iptables"  # or "ipvs", refused where the kernel lacks it
+    iptables_backend: str = ""  # "" = the system's; "legacy" for thousands of Services
 
 
 class Agent:
@@ -76,6 +78,7 @@ class Agent:
         pod_cidr = await self._wait_for_pod_cidr()
         overlay = await self._overlay(pod_cidr, reporter)
         network = await self._pod_network(pod_cidr, overlay.pod_mtu if overlay else 1500)
+        self._stoppers.append(await self._service_proxy())
         self._stoppers.append(await self._cluster_dns())
         kubelet = await self._kubelet(runtime, network)
         self._stoppers.append(kubelet)
@@ -125,6 +128,20 @@ class Agent:
         self._stoppers.append(nodes)
         self._stoppers.append(syncer)  # stop() runs in reverse: the syncer goes first
         return overlay
+
+    async def _service_proxy(self) -> Any:
+        """Service rules (iptables); ProxyModeUnavailable stops the agent with the reason."""
+        from agent.network.proxy import ServiceProxy
+
+        proxy = ServiceProxy(
+            self.client,
+            self.node_name,
+            cluster_cidr=CLUSTER_CIDR,
+            mode=self.config.proxy_mode,
+            iptables_backend=self.config.iptables_backend,
+        )
+        await proxy.start()
+        return proxy
 
     async def _cluster_dns(self) -> Any:
         """The node-local DNS server pods reach at 10.96.0.10."""

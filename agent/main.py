@@ -99,11 +99,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         overlay_backend=args.overlay,
         vxlan_vni=args.vxlan_vni,
         vxlan_port=args.vxlan_port,
+        proxy_mode=args.proxy_mode,
+        iptables_backend=args.iptables_backend,
         dns_upstream_resolv=None
         if args.dns_upstream_resolv == "none"
         else args.dns_upstream_resolv,
     )
-    asyncio.run(_run(config))
+    from agent.network.proxy import ProxyModeUnavailable
+
+    try:
+        asyncio.run(_run(config))
+    except ProxyModeUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -143,6 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE|none",
         help="resolv.conf whose servers get names outside the cluster (default "
         "/etc/resolv.conf; none: answer them REFUSED)",
+    )
+    r.add_argument(
+        "--proxy-mode",
+        choices=("iptables", "ipvs"),
+        default="iptables",
+        help="how Services are implemented (ipvs needs the ip_vs kernel module)",
+    )
+    r.add_argument(
+        "--iptables-backend",
+        choices=("", "nft", "legacy"),
+        default="",
+        help="iptables flavour for Service rules (default: the system's)",
     )
     r.add_argument("--vxlan-vni", type=int, default=1)
     r.add_argument("--vxlan-port", type=int, default=8472)
