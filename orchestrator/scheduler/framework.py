@@ -9,6 +9,9 @@ plugin over the nodes that passed. Differences, all for speed in Python:
   0..100 scores (Kubernetes' Score + NormalizeScore in one call), or None
   when it has nothing to say about this pod (every node would score alike),
   which is Kubernetes' PreScore "Skip".
+- A Filter plugin may also filter a whole batch of nodes in one call
+  (BatchFilterPlugin); the per-node filter() then only runs to explain
+  why a pod fits nowhere.
 - PreFilter may answer SKIP, and that plugin's Filter is not called for
   this pod at all (Kubernetes' PreFilter Skip).
 """
@@ -126,6 +129,16 @@ class PreFilterPlugin(Plugin, Protocol):
 class FilterPlugin(Plugin, Protocol):
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
         """None when the pod may run on node; otherwise why not."""
+
+
+@runtime_checkable
+class BatchFilterPlugin(FilterPlugin, Protocol):
+    def filter_nodes(
+        self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]
+    ) -> list[NodeInfo]:
+        """The nodes that pass, in order: exactly those filter() returns None
+        for, computed in one loop without a call (or a Status) per node. The
+        framework uses it to search; filter() still explains rejections."""
 
 
 @runtime_checkable

@@ -46,6 +46,9 @@ class NodeInfo:
 
     __slots__ = (
         "alloc",
+        "free_cpu",
+        "free_memory",
+        "free_pods",
         "generation",
         "hard_taints",
         "image_sizes",
@@ -62,6 +65,7 @@ class NodeInfo:
         "requested_cpu",
         "requested_memory",
         "requested_scalar",
+        "score_memo",
         "taints",
         "unschedulable",
         "used_ports",
@@ -87,6 +91,14 @@ class NodeInfo:
         self.owner_counts: dict[str, int] = {}
         self.pods_with_affinity = 0
         self.pods_with_required_anti_affinity = 0
+        # Allocatable minus requested, kept up to date: the filter's hot path.
+        self.free_cpu = 0
+        self.free_memory = 0
+        self.free_pods = 0
+        # Scores that depend only on this node and a key of the pod (its
+        # requests), kept until the node changes: consecutive pods of one
+        # workload score an unchanged node the same.
+        self.score_memo: dict[tuple[object, ...], int] = {}
         self.generation = 0
 
     def __repr__(self) -> str:
@@ -109,13 +121,20 @@ class NodeInfo:
             for name in image.names:
                 sizes[normalized_image(name)] = int(image.size_bytes)
         self.image_sizes = sizes
+        self._refresh_free()
         self.generation += 1
+
+    def _refresh_free(self) -> None:
+        self.free_cpu = self.alloc.cpu - self.requested_cpu
+        self.free_memory = self.alloc.memory - self.requested_memory
+        self.free_pods = self.alloc.pods - len(self.pods)
+        self.score_memo = {}
 
     # -- pods ------------------------------------------------------------------------
 
     def add_pod(self, pod: PodInfo) -> None:
-        self._account(pod, 1)
         self.pods[pod.key] = pod
+        self._account(pod, 1)
 
     def remove_pod(self, key: str) -> PodInfo | None:
         pod = self.pods.pop(key, None)
@@ -147,6 +166,7 @@ class NodeInfo:
             self.pods_with_affinity += sign
         if pod.anti_affinity:
             self.pods_with_required_anti_affinity += sign
+        self._refresh_free()
         self.generation += 1
 
     def port_conflict(self, ports: tuple[HostPort, ...]) -> bool:

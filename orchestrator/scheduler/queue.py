@@ -22,7 +22,7 @@ import heapq
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from orchestrator.scheduler.podinfo import PodInfo
 
@@ -42,7 +42,6 @@ class QueuedPod:
     seq: int = 0  # the live heap entry; older entries are stale
     cycle: int = 0  # the scheduling cycle it was last popped in
     reasons: str = ""  # the last failure message, for logs and tests
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def key(self) -> str:

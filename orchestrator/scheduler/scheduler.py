@@ -36,7 +36,7 @@ from orchestrator.scheduler.binder import (
 from orchestrator.scheduler.cache import SchedulerCache
 from orchestrator.scheduler.framework import Profile
 from orchestrator.scheduler.podinfo import pod_info
-from orchestrator.scheduler.profiles import default_profiles
+from orchestrator.scheduler.profiles import SchedulerConfig, default_profiles
 from orchestrator.scheduler.queue import QueuedPod, SchedulingQueue
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,16 @@ class Scheduler:
         self._pending: set[asyncio.Task[None]] = set()
         self._stopping = False
 
+    @classmethod
+    def from_config(cls, client: Any, config: SchedulerConfig, **kwargs: Any) -> Scheduler:
+        """A scheduler with the profiles and percentage of a loaded configuration."""
+        return cls(
+            client,
+            profiles=config.profiles,
+            percentage_of_nodes_to_score=config.percentage_of_nodes_to_score,
+            **kwargs,
+        )
+
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self, *, sync_timeout: float = 60.0) -> None:
@@ -163,15 +173,6 @@ class Scheduler:
         await self._node_informer.stop()
         await self._pod_informer.stop()
         await self.recorder.stop()
-
-    async def wait_idle(self, timeout: float = 30.0) -> None:
-        """Until nothing is active, in flight or binding (for tests)."""
-        async with asyncio.timeout(timeout):
-            while True:
-                c = self.queue.counts()
-                if not c["active"] and not c["in_flight"] and not self._pending:
-                    return
-                await asyncio.sleep(0.01)
 
     # -- informer events ---------------------------------------------------------------
 
@@ -280,7 +281,7 @@ class Scheduler:
         pod = qp.info.pod
         key = qp.key
         try:
-            await bind(self.client, pod, node)
+            bound = await bind(self.client, pod, node)
         except (BindError, ApiError) as exc:
             self.cache.forget(key)
             if isinstance(exc, NotFoundError) or self._pod_informer.get(key) is None:
@@ -304,11 +305,12 @@ class Scheduler:
                 "Scheduled",
                 f"Successfully assigned {pod.metadata.namespace}/{pod.metadata.name} to {node}",
             )
-        c = next((c for c in pod.status.conditions if c.type == "PodScheduled"), None)
+        # The bind was a spec update and the status subresource is apart: a pod
+        # that was reported Unschedulable is told otherwise here. (Pods that
+        # never failed get PodScheduled from their node's agent, saving a write.)
+        c = next((c for c in bound.status.conditions if c.type == "PodScheduled"), None)
         if c is not None and c.status != "True":
-            # The bind was a spec update; the status subresource is apart.
-            fresh = self._pod_informer.get(key) or pod
-            await self._write_condition(fresh, "True", "", "")
+            await self._write_condition(bound, "True", "", "")
 
     def _report_unschedulable(self, pod: Any, message: str) -> None:
         log.debug("pod %s/%s unschedulable: %s", pod.metadata.namespace, pod.metadata.name, message)

@@ -536,3 +536,55 @@ def test_schedule_anyway_scores_emptier_domains_higher() -> None:
     assert scores[2] > scores[1] > scores[0]
     # ScheduleAnyway never filters.
     assert all(s is None for s in run_filter(PodTopologySpread(), p, nodes).values())
+
+
+# -- batch filtering agrees with per-node filtering ----------------------------------------
+
+
+def test_batch_filters_agree_with_per_node_filters() -> None:
+    import random
+
+    rng = random.Random(5)
+    nodes = []
+    for i in range(200):
+        taints = [("dedicated", rng.choice(["a", "b"]), "NoSchedule")] if rng.random() < 0.2 else []
+        ni = node(
+            f"n{i}",
+            cpu=rng.choice(["500m", "1", "2"]),
+            memory=rng.choice(["512Mi", "1Gi"]),
+            pods=rng.choice([0, 1, 110]),
+            taints=taints,
+            unschedulable=rng.random() < 0.1,
+            ready=rng.choice(["True", "True", "False"]),
+        )
+        for j in range(rng.randrange(3)):
+            p = pod(f"x{i}-{j}", cpu=rng.choice(["100m", "400m"]), memory="256Mi")
+            p.node_name = ni.name
+            ni.add_pod(p)
+        nodes.append(ni)
+    plugins: list[Any] = [NodeUnschedulable(), TaintToleration(), NodeResourcesFit()]
+    incoming = [
+        pod(cpu="300m", memory="300Mi"),
+        pod(cpu="300m"),
+        pod(memory="700Mi"),
+        pod(),
+        pod(cpu="1", tolerations=[{"key": "dedicated", "value": "a"}]),
+    ]
+    for plugin in plugins:
+        for p in incoming:
+            state = CycleState()
+            expected = [n for n in nodes if plugin.filter(state, p, n) is None]
+            assert plugin.filter_nodes(state, p, nodes) == expected, (plugin.name, p.requests)
+
+
+def test_memoised_scores_follow_node_changes() -> None:
+    n = node("n", cpu="4", memory="8Gi")
+    incoming = pod(cpu="1", memory="2Gi")
+    fit, balanced = NodeResourcesFit(), BalancedAllocation()
+    for _ in range(2):  # the second round comes from the memo
+        assert run_score(fit, incoming, [n]) == [75]
+        assert run_score(balanced, incoming, [n]) == [100]
+    n.add_pod(pod("busy", cpu="2", memory="1Gi"))
+    # cpu (4-3)/4 -> 25, memory (8-3)/8 -> 62; fractions 0.75 and 0.375 -> 81.
+    assert run_score(fit, incoming, [n]) == [43]
+    assert run_score(balanced, incoming, [n]) == [81]

@@ -73,11 +73,10 @@ class NodeResourcesFit:
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
         # The common case first, in line: everything fits.
         r = pod.requests
-        alloc = node.alloc
         if (
-            len(node.pods) < alloc.pods
-            and r.cpu <= alloc.cpu - node.requested_cpu
-            and r.memory <= alloc.memory - node.requested_memory
+            node.free_pods > 0
+            and r.cpu <= node.free_cpu
+            and r.memory <= node.free_memory
             and not r.scalar
         ):
             return None
@@ -88,6 +87,26 @@ class NodeResourcesFit:
         if status is None:
             status = self._statuses[reasons] = Status.unschedulable(*reasons, plugin=NAME)
         return status
+
+    def filter_nodes(
+        self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]
+    ) -> list[NodeInfo]:
+        r = pod.requests
+        cpu, memory = r.cpu, r.memory
+        if r.scalar:
+            return [n for n in nodes if self.filter(state, pod, n) is None]
+        # A zero request fits even an overcommitted node (insufficient() skips it).
+        if cpu and memory:
+            return [
+                n
+                for n in nodes
+                if n.free_pods > 0 and cpu <= n.free_cpu and memory <= n.free_memory
+            ]
+        if cpu:
+            return [n for n in nodes if n.free_pods > 0 and cpu <= n.free_cpu]
+        if memory:
+            return [n for n in nodes if n.free_pods > 0 and memory <= n.free_memory]
+        return [n for n in nodes if n.free_pods > 0]
 
     def score(
         self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo], snapshot: Snapshot
@@ -104,14 +123,19 @@ class NodeResourcesFit:
                 // total_w
                 for n in nodes
             ]
-        scores = []
+        key = (self, pod_cpu, pod_mem)
+        scores: list[int] = []
         append = scores.append
         for n in nodes:
-            # least_allocated, inlined: this runs for every feasible node of every pod.
-            alloc = n.alloc
-            cap, req = alloc.cpu, n.non_zero_cpu + pod_cpu
-            cpu = (cap - req) * MAX_NODE_SCORE // cap if 0 < cap and req <= cap else 0
-            cap, req = alloc.memory, n.non_zero_memory + pod_mem
-            mem = (cap - req) * MAX_NODE_SCORE // cap if 0 < cap and req <= cap else 0
-            append((cpu * cpu_w + mem * mem_w) // total_w)
+            memo = n.score_memo
+            score = memo.get(key)
+            if score is None:
+                # least_allocated, inlined: this runs for many nodes of every pod.
+                alloc = n.alloc
+                cap, req = alloc.cpu, n.non_zero_cpu + pod_cpu
+                cpu = (cap - req) * MAX_NODE_SCORE // cap if 0 < cap and req <= cap else 0
+                cap, req = alloc.memory, n.non_zero_memory + pod_mem
+                mem = (cap - req) * MAX_NODE_SCORE // cap if 0 < cap and req <= cap else 0
+                score = memo[key] = (cpu * cpu_w + mem * mem_w) // total_w
+            append(score)
         return scores

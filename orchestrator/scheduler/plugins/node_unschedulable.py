@@ -25,3 +25,8 @@ class NodeUnschedulable:
 
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
         return self._rejected if node.unschedulable else None
+
+    def filter_nodes(
+        self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]
+    ) -> list[NodeInfo]:
+        return [n for n in nodes if not n.unschedulable]

@@ -39,6 +39,11 @@ class TaintToleration:
                 return status
         return None
 
+    def filter_nodes(
+        self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]
+    ) -> list[NodeInfo]:
+        return [n for n in nodes if not n.hard_taints or self.filter(state, pod, n) is None]
+
     def score(
         self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo], snapshot: Snapshot
     ) -> list[int] | None:
