@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3 python3-venv python3-dev make git iproute2 iptables etcd-server etcd-client
-              busybox-static docker.io docker-registry ca-certificates procps conntrack)
+              busybox-static docker.io docker-registry ca-certificates procps conntrack
+              iperf3 nftables)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -16,7 +16,7 @@ import pytest
 from orchestrator.client.client import Client
 from orchestrator.client.config import ConfigFile
 
-E2E_NODES = int(os.environ.get("E2E_NODES", "2"))
+E2E_NODES = int(os.environ.get("E2E_NODES", "3"))
 
 
 def _skip_reason() -> str | None:
