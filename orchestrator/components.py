@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import uuid
 from collections.abc import Callable
@@ -32,8 +33,9 @@ class Component(Protocol):
 
 
 def identity() -> str:
-    """Unique per process, readable by people: host name plus a random suffix."""
-    return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    """Unique per process and readable by people: host name, PID (which process
+    on that host leads) and a random suffix (PIDs are reused)."""
+    return f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
 
 async def run_component(

@@ -90,19 +90,37 @@ def token_address(listen: str) -> str:
 
 
 def write_admin_conf(data_dir: Path, cfg: ClusterConfig, pki: bundle.ClusterPKI) -> Path:
-    path = data_dir / "admin.conf"
+    return _write_conf(data_dir / "admin.conf", "admin", cfg, pki, pki.admin())
+
+
+def write_component_confs(data_dir: Path, cfg: ClusterConfig, pki: bundle.ClusterPKI) -> None:
+    """scheduler.conf and controller-manager.conf, as kubeadm writes them, for
+    running those two as processes of their own (on other hosts, or several)."""
+    _write_conf(data_dir / "scheduler.conf", "system:kube-scheduler", cfg, pki, pki.scheduler())
+    _write_conf(
+        data_dir / "controller-manager.conf",
+        "system:kube-controller-manager",
+        cfg,
+        pki,
+        pki.controller_manager(),
+    )
+
+
+def _write_conf(
+    path: Path, user: str, cfg: ClusterConfig, pki: bundle.ClusterPKI, keypair: Any
+) -> Path:
     conf = ConfigFile.load(path, missing_ok=True)
-    admin = pki.admin()
     conf.add_context(
-        name=f"admin@{cfg.name}",
+        name=f"{user}@{cfg.name}",
         cluster=cfg.name,
         server=cfg.server,
         ca_pem=pki.cluster_ca().cert_pem,
-        user=f"admin@{cfg.name}",
-        cert_pem=admin.cert_pem,
-        key_pem=admin.key_pem,
+        user=f"{user}@{cfg.name}",
+        cert_pem=keypair.cert_pem,
+        key_pem=keypair.key_pem,
     )
     conf.save()
+    path.chmod(0o600)
     return path
 
 
@@ -204,6 +222,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     )
     cfg.save(data_dir)
     conf = write_admin_conf(data_dir, cfg, pki)
+    write_component_confs(data_dir, cfg, pki)
     token = tokens.new_bootstrap_token(description="created by orchestrator init")
     asyncio.run(_init_store(cfg, data_dir, pki, token))
     print(f"Control plane initialised in {data_dir} (store: {cfg.store}).")
@@ -270,7 +289,7 @@ async def serve(
     scheduler. With leader election (the default) several such processes over
     one etcd serve the API together while one controller manager and one
     scheduler act."""
-    from orchestrator.controllers.manager import ControllerManager
+    from orchestrator.controllers.manager import ControllerManager, select_controllers
 
     cfg = ClusterConfig.load(data_dir)
     pki = bundle.load_cluster_pki(data_dir)
@@ -301,15 +320,19 @@ async def serve(
         clients.append(Client(conn))
         return clients[-1]
 
-    loops = [
-        run_component(
-            "controller-manager",
-            lambda: ControllerManager(cm_conn, pki, controllers),
-            stop,
-            client=election_client(cm_conn),
-            lease_name="kube-controller-manager",
+    loops = []
+    # With no controllers chosen this process must not take the controller
+    # manager's Lease either: a standalone controller-manager acts instead.
+    if select_controllers(controllers):
+        loops.append(
+            run_component(
+                "controller-manager",
+                lambda: ControllerManager(cm_conn, pki, controllers),
+                stop,
+                client=election_client(cm_conn),
+                lease_name="kube-controller-manager",
+            )
         )
-    ]
     if run_scheduler:
         loops.append(
             run_component(
@@ -347,10 +370,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except UnknownControllerError as exc:
         print(f"error: --controllers: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.INFO if not args.verbose else logging.DEBUG,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _setup_logging(args.verbose)
     asyncio.run(
         serve(
             Path(args.data_dir).resolve(),
@@ -362,6 +382,92 @@ def cmd_serve(args: argparse.Namespace) -> int:
             node_port_range=args.service_node_port_range,
             run_scheduler=args.scheduler,
             scheduler_config=args.scheduler_config,
+            leader_elect=args.leader_elect,
+        )
+    )
+    return 0
+
+
+async def run_alone(
+    name: str,
+    make: Callable[[], Any],
+    conn: Connection,
+    *,
+    lease_name: str,
+    leader_elect: bool,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """One component as a process of its own, until SIGTERM."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    client = Client(conn) if leader_elect else None
+    try:
+        await run_component(name, make, stop, client=client, lease_name=lease_name)
+    finally:
+        if client is not None:
+            await client.close()
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if not verbose else logging.DEBUG,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _component_conn(kubeconfig: str) -> Connection:
+    return ConfigFile.load(Path(kubeconfig)).connection()
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from orchestrator.scheduler.profiles import load_config
+
+    if args.config:
+        try:
+            load_config(Path(args.config))
+        except Exception as exc:  # the file's own error names the field
+            print(f"error: --config {args.config}: {exc}", file=sys.stderr)
+            return 2
+    _setup_logging(args.verbose)
+    conn = _component_conn(args.kubeconfig)
+    asyncio.run(
+        run_alone(
+            "scheduler",
+            lambda: scheduler_component(conn, args.config),
+            conn,
+            lease_name="kube-scheduler",
+            leader_elect=args.leader_elect,
+        )
+    )
+    return 0
+
+
+def cmd_controller_manager(args: argparse.Namespace) -> int:
+    from orchestrator.controllers.manager import (
+        ControllerManager,
+        UnknownControllerError,
+        select_controllers,
+    )
+
+    controllers = tuple(args.controllers.split(","))
+    try:
+        select_controllers(controllers)
+    except UnknownControllerError as exc:
+        print(f"error: --controllers: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(args.verbose)
+    # The CSR signer needs the cluster CA's key: it lives in the data dir.
+    pki = bundle.load_cluster_pki(Path(args.data_dir).resolve())
+    conn = _component_conn(args.kubeconfig)
+    asyncio.run(
+        run_alone(
+            "controller-manager",
+            lambda: ControllerManager(conn, pki, controllers),
+            conn,
+            lease_name="kube-controller-manager",
             leader_elect=args.leader_elect,
         )
     )
@@ -462,6 +568,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.add_argument("-v", "--verbose", action="store_true")
     srv.set_defaults(func=cmd_serve)
+
+    sch = sub.add_parser(
+        "scheduler",
+        help="run the scheduler alone (serve --no-scheduler elsewhere)",
+        description="The scheduler as a process of its own. With leader election (the "
+        "default) several may run; the holder of kube-system/kube-scheduler acts.",
+    )
+    sch.add_argument("--kubeconfig", required=True, help="e.g. DATA_DIR/scheduler.conf")
+    sch.add_argument("--config", default="", metavar="FILE", help="scheduler profiles (YAML)")
+    sch.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
+    sch.add_argument("-v", "--verbose", action="store_true")
+    sch.set_defaults(func=cmd_scheduler)
+
+    cm = sub.add_parser(
+        "controller-manager",
+        help="run the controllers alone (serve --controllers '' elsewhere)",
+        description="The controller manager as a process of its own. With leader "
+        "election (the default) several may run; the holder of "
+        "kube-system/kube-controller-manager acts.",
+    )
+    cm.add_argument("--kubeconfig", required=True, help="e.g. DATA_DIR/controller-manager.conf")
+    cm.add_argument(
+        "--data-dir", required=True, help="the control plane's data dir (CA key for signing)"
+    )
+    cm.add_argument("--controllers", default="*", help="as for serve")
+    cm.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
+    cm.add_argument("-v", "--verbose", action="store_true")
+    cm.set_defaults(func=cmd_controller_manager)
     return parser
 
 
