@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -167,6 +168,63 @@ def status_of(obj: Any, revision: int = 0) -> tuple[str, bool]:
     return daemonset_status(obj)
 
 
+def progress_of(obj: Any) -> tuple[int, int]:
+    """(replicas done, replicas wanted) for a progress bar: updated and available."""
+    st = obj.status
+    if obj.kind == "Deployment":
+        want = obj.spec.replicas if obj.spec.HasField("replicas") else 1
+        done = min(st.updated_replicas, st.available_replicas)
+    elif obj.kind == "StatefulSet":
+        want = obj.spec.replicas if obj.spec.HasField("replicas") else 1
+        done = min(st.updated_replicas or st.current_replicas, st.ready_replicas)
+    else:
+        want = st.desired_number_scheduled
+        done = min(st.updated_number_scheduled, st.number_available)
+    return max(0, min(done, want)), max(want, 0)
+
+
+class LineReporter:
+    """kubectl's output: one line whenever the status message changes."""
+
+    def __init__(self) -> None:
+        self.last = ""
+
+    def update(self, message: str, obj: Any) -> None:
+        if message != self.last:
+            print(message, flush=True)
+            self.last = message
+
+    def close(self) -> None:
+        pass
+
+
+class BarReporter:
+    """On a terminal: a live bar of updated, available replicas under the message."""
+
+    def __init__(self, label: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            transient=True,
+        )
+        self.task = self.progress.add_task(label, total=None)
+        self.progress.start()
+        self.last = ""
+
+    def update(self, message: str, obj: Any) -> None:
+        done, want = progress_of(obj)
+        self.progress.update(self.task, description=message, completed=done, total=want)
+        self.last = message
+
+    def close(self) -> None:
+        self.progress.stop()
+        if self.last:
+            print(self.last, flush=True)  # the final state stays on screen
+
+
 # -- history and undo (pure) ----------------------------------------------------------------
 
 
@@ -294,6 +352,12 @@ def add_parsers(
     p.add_argument(
         "--revision", type=int, default=0, metavar="N", help="require this revision to be rolling"
     )
+    p.add_argument(
+        "--progress",
+        choices=("auto", "bar", "lines"),
+        default="auto",
+        help="a live progress bar (auto: on a terminal) or kubectl's lines",
+    )
     p = action("history", "List the revisions of a rollout", run_history)
     p.add_argument("--revision", type=int, default=0, metavar="N", help="show one revision")
     p = action("undo", "Go back to an earlier revision", run_undo)
@@ -354,22 +418,30 @@ async def run_status(session: Session, args: argparse.Namespace) -> int:
         print(message, flush=True)
         return 0
     deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
-    await follow(client, info, obj, args.revision, deadline)
+    bar = args.progress == "bar" or (args.progress == "auto" and sys.stdout.isatty())
+    reporter = BarReporter(resource_name(info, name)) if bar else LineReporter()
+    try:
+        await follow(client, info, obj, args.revision, deadline, reporter)
+    finally:
+        reporter.close()
     return 0
 
 
 async def follow(
-    client: Client, info: KindInfo, obj: Any, revision: int, deadline: float | None
+    client: Client,
+    info: KindInfo,
+    obj: Any,
+    revision: int,
+    deadline: float | None,
+    reporter: LineReporter | BarReporter | None = None,
 ) -> None:
-    """Print a line each time the status message changes, until done; a watch
-    on the one object wakes it, and a watch that ends is resumed."""
-    last = ""
+    """Report each change of the status until done; a watch on the one object
+    wakes it, and a watch that ends is resumed."""
+    reporter = reporter or LineReporter()
     name, ns = obj.metadata.name, obj.metadata.namespace
     while True:
         message, done = status_of(obj, revision)
-        if message != last:
-            print(message, flush=True)
-            last = message
+        reporter.update(message, obj)
         if done:
             return
         remaining = None if deadline is None else deadline - time.monotonic()

@@ -298,3 +298,31 @@ async def test_follow_stops_when_the_deadline_is_exceeded() -> None:
     client = FakeClient(deployment(updated_replicas=1, replicas=3), [failing])
     with pytest.raises(rollout.RolloutFailed, match="exceeded its progress deadline"):
         await rollout.follow(client, kind_info("Deployment"), client.first, 0, None)  # type: ignore[arg-type]
+
+
+def test_progress_counts_updated_replicas_that_are_available() -> None:
+    assert rollout.progress_of(
+        deployment(updated_replicas=3, replicas=4, available_replicas=2)
+    ) == (
+        2,
+        3,
+    )
+    assert rollout.progress_of(
+        deployment(updated_replicas=3, replicas=3, available_replicas=3)
+    ) == (3, 3)
+
+
+async def test_follow_with_a_bar_ends_on_the_final_line(capsys: pytest.CaptureFixture[str]) -> None:
+    steps = [
+        deployment(updated_replicas=1, replicas=3),
+        deployment(updated_replicas=3, replicas=3, available_replicas=3),
+    ]
+    client = FakeClient(steps[0], steps[1:])
+    bar = rollout.BarReporter("deployment.apps/web")
+    try:
+        await rollout.follow(client, kind_info("Deployment"), steps[0], 0, None, bar)  # type: ignore[arg-type]
+        task = bar.progress.tasks[0]
+        assert (task.completed, task.total) == (3, 3)
+    finally:
+        bar.close()
+    assert capsys.readouterr().out.splitlines()[-1] == 'deployment "web" successfully rolled out'
