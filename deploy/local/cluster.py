@@ -370,6 +370,9 @@ class _Up:
                 )
             self.changed("control plane initialised")
         conn = admin_connection(lay)
+        # As kubeadm lays it out: the apiserver, the controller manager and the
+        # scheduler as processes of their own (the last two elect a leader, so
+        # more replicas can be added; see add_controller_manager).
         rec = self.ensure_process(
             "apiserver",
             [
@@ -377,6 +380,9 @@ class _Up:
                 "serve",
                 "--data-dir",
                 str(lay.cp_dir),
+                "--controllers",
+                "",
+                "--no-scheduler",
             ],
             lay.cp_log,
             lay.cp_netns,
@@ -390,13 +396,19 @@ class _Up:
                 )
             try:
                 _run_async(lambda: _api_version(conn))
-                return
+                break
             except Exception as exc:
                 last = exc
                 time.sleep(0.2)
-        raise ClusterError(
-            f"the apiserver at {lay.api_server} did not answer in 60s ({last}); see {lay.cp_log}"
-        )
+        else:
+            raise ClusterError(
+                f"the apiserver at {lay.api_server} did not answer in 60s ({last}); "
+                f"see {lay.cp_log}"
+            )
+        for role in CONTROL_PLANE_COMPONENTS:
+            self.ensure_process(
+                role, component_argv(lay, role), component_log(lay, role), lay.cp_netns
+            )
 
     def write_context(self) -> None:
         from orchestrator.client.config import ConfigFile
@@ -970,6 +982,58 @@ def _pick_loaded(image: str, ref: images.ImageRef, loaded: list[str]) -> str:
     if not loaded:
         raise ClusterError("the tarball held no image")
     raise ClusterError(f"the tarball holds {', '.join(loaded)} but not {image}; name one of them")
+
+
+CONTROL_PLANE_COMPONENTS = ("controller-manager", "scheduler")
+
+
+def component_argv(lay: Layout, role: str) -> list[str]:
+    """argv of a control-plane component (role: controller-manager or scheduler)."""
+    base = role.partition(":")[0]
+    argv = [
+        *procs.python_module("orchestrator.server_main"),
+        base,
+        "--kubeconfig",
+        str(lay.cp_dir / f"{base}.conf"),
+    ]
+    if base == "controller-manager":
+        argv += ["--data-dir", str(lay.cp_dir)]
+    return argv
+
+
+def component_log(lay: Layout, role: str) -> Path:
+    return lay.state_dir / f"{role.replace(':', '-')}.log"
+
+
+def component_pid(name: str, role: str, state_root: Path = STATE_ROOT) -> int:
+    """PID of a control-plane process: apiserver, controller-manager, scheduler
+    (or an added replica such as controller-manager:2)."""
+    state = find_cluster(name, state_root)
+    rec = state.processes.get(role)
+    if rec is None or not procs.is_alive(rec):
+        raise ClusterError(f'cluster "{name}" has no running {role}')
+    return rec.pid
+
+
+def add_controller_manager(name: str, replica: int = 2, state_root: Path = STATE_ROOT) -> int:
+    """Start another controller-manager replica (a standby while the first holds
+    the Lease); `down` stops it with the rest. Returns its PID."""
+    state = find_cluster(name, state_root)
+    lay = state.layout
+    role = f"controller-manager:{replica}"
+    rec = state.processes.get(role)
+    if rec is not None and procs.is_alive(rec):
+        return rec.pid
+    rec = procs.start(
+        role,
+        component_argv(lay, role),
+        component_log(lay, role),
+        netns_path=netns.path(lay.cp_netns),
+        netns=lay.cp_netns,
+    )
+    state.record_process(rec)
+    state.save()
+    return rec.pid
 
 
 def agent_pid(name: str, index: int, state_root: Path = STATE_ROOT) -> int:
