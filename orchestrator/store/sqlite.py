@@ -13,6 +13,7 @@ from any revision newer than the last compaction, as with etcd.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import queue
 import sqlite3
@@ -84,6 +85,19 @@ class _Subscriber:
         self.loop = loop
         # A list of events, or None when the store closes under the watcher.
         self.queue: asyncio.Queue[list[WatchEvent] | None] = asyncio.Queue()
+
+
+def _settle(op: _Op, result: Any, error: BaseException | None) -> None:
+    """Hand an operation its outcome, unless its caller gave up (a cancelled
+    request: the write may still have been applied, as with etcd). Setting a
+    cancelled future raises, and that must never kill the writer thread."""
+    try:
+        if error is not None:
+            op.future.set_exception(error)
+        else:
+            op.future.set_result(result)
+    except concurrent.futures.InvalidStateError:
+        pass
 
 
 class SqliteStore:
@@ -173,18 +187,14 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
             self._revision = start_rev
             for op in batch:
-                if not op.future.done():
-                    op.future.set_exception(StoreError(f"sqlite store failure: {exc}"))
+                _settle(op, None, StoreError(f"sqlite store failure: {exc}"))
             return
         # Durable now: tell watchers first, so that a caller who sees its write
         # acknowledged and then watches finds the event already in history.
         if events:
             self._publish(events)
         for op, result, error in results:
-            if error is not None:
-                op.future.set_exception(error)
-            else:
-                op.future.set_result(result)
+            _settle(op, result, error)
 
     def _publish(self, events: list[WatchEvent]) -> None:
         with self._subscribers_lock:
