@@ -188,6 +188,15 @@ _ALL: tuple[KindInfo, ...] = (
         short_names=("quota",),
     ),
     KindInfo(
+        "LimitRange",
+        "",
+        "v1",
+        "limitranges",
+        core_v1_pb2.LimitRange,
+        short_names=("limits",),
+        has_status=False,
+    ),
+    KindInfo(
         "Deployment", "apps", "v1", "deployments", apps_v1_pb2.Deployment, short_names=("deploy",)
     ),
     KindInfo(

@@ -23,6 +23,7 @@ from orchestrator.api.kinds import KindInfo, kind_info
 from orchestrator.api.merge import json_equal, three_way_merge
 from orchestrator.api.meta import meta, now_rfc3339
 from orchestrator.apiserver import admission
+from orchestrator.apiserver.admission.quota import serialized as quota_serialized
 from orchestrator.apiserver.allocators import AllocationError, ServiceAllocator
 from orchestrator.apiserver.cache import CachedObject, WatchCache
 from orchestrator.apiserver.errors import (
@@ -178,22 +179,27 @@ class Registry:
         errors = admission.validate(obj, None)
         if errors:
             raise Invalid(_label(info, m.namespace, m.name or "<unnamed>"), errors)
-        await admission.check_quota_and_policy(obj, self.cache)
-        data = _encode(obj)  # refuses an object over the size limit, dry run or not
-        if dry_run:
-            return obj
-        claimed = await self._allocate(info, obj, None)
-        if claimed:
-            data = _encode(obj)
-        key = info.key(m.namespace, m.name)
-        try:
-            rev = await self.store.create(key, data)
-        except BaseException as exc:
-            await self._release(claimed)
-            if isinstance(exc, KeyExistsError):
-                raise AlreadyExists(f"{_label(info, m.namespace, m.name)} already exists") from None
-            raise
-        await self.cache.wait_for(rev)
+        # Check and write under the namespace's quota lock, held until the cache
+        # shows the object, so the next create counts it.
+        async with quota_serialized(obj, self.cache):
+            await admission.check_quota_and_policy(obj, self.cache)
+            data = _encode(obj)  # refuses an object over the size limit, dry run or not
+            if dry_run:
+                return obj
+            claimed = await self._allocate(info, obj, None)
+            if claimed:
+                data = _encode(obj)
+            key = info.key(m.namespace, m.name)
+            try:
+                rev = await self.store.create(key, data)
+            except BaseException as exc:
+                await self._release(claimed)
+                if isinstance(exc, KeyExistsError):
+                    raise AlreadyExists(
+                        f"{_label(info, m.namespace, m.name)} already exists"
+                    ) from None
+                raise
+            await self.cache.wait_for(rev)
         m.resource_version = str(rev)
         return obj
 

@@ -28,6 +28,7 @@ from orchestrator.controllers.node_lifecycle import NodeLifecycleController
 from orchestrator.controllers.node_lifecycle_podgc import OrphanedPodCollector
 from orchestrator.controllers.pv_binder import PersistentVolumeBinder
 from orchestrator.controllers.replicaset import ReplicaSetController
+from orchestrator.controllers.resourcequota import ResourceQuotaController
 from orchestrator.controllers.statefulset import StatefulSetController
 from orchestrator.controllers.ttl_after_finished import TTLAfterFinishedController
 
@@ -51,6 +52,7 @@ CONTROLLERS: dict[str, Factory] = {
     "replicaset": lambda client, pki: ReplicaSetController(client),
     "deployment": lambda client, pki: DeploymentController(client),
     "horizontalpodautoscaling": lambda client, pki: HorizontalPodAutoscalerController(client),
+    "resourcequota": lambda client, pki: ResourceQuotaController(client),
 }
 
 

@@ -149,7 +149,7 @@ def test_apply_every_kind_then_unchanged_then_configured(
     cp, ns = api_only_control_plane, "cli-allkinds"
     path, documents = all_kinds_copy(tmp_path, ns)
     first = outcomes(ok(cp, "apply", "-f", str(path)))
-    assert len(first) == len(documents) == 30
+    assert len(first) == len(documents) == 31
     assert set(first.values()) == {"created"}, first
     assert first["namespace/cli-allkinds"] == "created"
     assert "deployment.apps/web" in first and "horizontalpodautoscaler.autoscaling/web" in first

@@ -2468,6 +2468,48 @@ def _resource_quota(rq: Msg, old: Msg | None) -> Errs:
     return errs
 
 
+_LIMIT_TYPES: Final = ("Container", "Pod", "PersistentVolumeClaim")
+
+
+def _limit_range(lr: Msg, old: Msg | None) -> Errs:
+    """Each item's bounds must nest: min <= defaultRequest <= default <= max."""
+    errs: Errs = []
+    for i, item in enumerate(lr.spec.limits):
+        here = f"spec.limits[{i}]"
+        errs.extend(_one_of(f"{here}.type", item.type, _LIMIT_TYPES))
+        bounds = {
+            field: _resource_list(getattr(item, attr), f"{here}.{field}", errs)
+            for field, attr in (
+                ("min", "min"),
+                ("defaultRequest", "default_request"),
+                ("default", "default"),
+                ("max", "max"),
+            )
+        }
+        if item.type == "Pod" and (item.default or item.default_request):
+            errs.append(_forbidden(f"{here}.default", "may not be set for type Pod"))
+        order = ("min", "defaultRequest", "default", "max")
+        for lo_i, lo in enumerate(order):
+            for hi in order[lo_i + 1 :]:
+                for name, low in bounds[lo].items():
+                    high = bounds[hi].get(name)
+                    if high is not None and low > high:
+                        errs.append(
+                            _invalid(
+                                f"{here}.{lo}[{name}]",
+                                str(getattr(item, _snake(lo))[name]),
+                                f"{lo} value {getattr(item, _snake(lo))[name]} must be less "
+                                f"than or equal to {hi} value {getattr(item, _snake(hi))[name]}",
+                            )
+                        )
+        _resource_list(item.max_limit_request_ratio, f"{here}.maxLimitRequestRatio", errs)
+    return errs
+
+
+def _snake(field: str) -> str:
+    return "default_request" if field == "defaultRequest" else field
+
+
 _MAX_REASON: Final = 128
 
 
@@ -3281,6 +3323,7 @@ _KINDS: Final[Mapping[str, Callable[[Any, Any], Errs]]] = {
     "PersistentVolume": _pv,
     "PersistentVolumeClaim": _pvc,
     "ResourceQuota": _resource_quota,
+    "LimitRange": _limit_range,
     "Event": _event,
     "Lease": _lease,
     "HorizontalPodAutoscaler": _hpa,
