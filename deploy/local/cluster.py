@@ -1061,6 +1061,52 @@ def restart_agent(
     up(name, config_path=config_path, state_root=state_root, run_root=Path(state.run_root))
 
 
+def remove_node(name: str, *, state_root: Path = STATE_ROOT) -> str:
+    """Take the cluster's last node away, as an operator retires a host: its agent,
+    containers and dockerd stop, its namespace, link, mounts and directories go,
+    and its Node object is deleted. Returns the node's name."""
+    check_name(name)
+    lay0 = Layout.make(name, DEFAULT_SUBNET, 1, state_root=state_root)
+    with cluster_lock(lay0.lock_file):
+        state = find_cluster(name, state_root)
+        if state.nodes <= 1:
+            raise ClusterError(f'cluster "{name}" has one node left; use `cluster down`')
+        lay = state.layout
+        node = lay.node(state.nodes)
+        for role in (f"agent:n{node.index}", f"dockerd:n{node.index}"):
+            rec = state.processes.pop(role, None)
+            if rec is not None:
+                if role.startswith("dockerd:") and node.docker_socket.exists():
+                    dockerd.remove_all_containers(node.docker_host)
+                procs.stop_many([rec], grace=20.0)
+        stragglers = netns.pids_in(node.netns) if node.netns in netns.list_all() else []
+        if stragglers:
+            procs.terminate_pids(sorted(stragglers), grace=5.0)
+        unmount_all([str(node.dir), str(node.run_dir)])
+        if netns.link_exists(node.lan_port, lay.lan_netns):
+            netns.delete_link(node.lan_port, lay.lan_netns)
+        if node.netns in netns.list_all():
+            netns.delete(node.netns)
+        for path in (node.dir, node.run_dir):
+            shutil.rmtree(path, ignore_errors=True)
+        if node.netns in state.namespaces:
+            state.namespaces.remove(node.netns)
+        state.nodes -= 1
+        state.save()
+    with contextlib.suppress(Exception):  # the API may have forgotten it already
+        conn = admin_connection(lay)
+        _run_async(lambda: _delete_node(conn, node.name))
+    return node.name
+
+
+async def _delete_node(conn: Any, node_name: str) -> None:
+    from orchestrator.client.client import Client, NotFoundError
+
+    async with Client(conn, timeout=30) as client:
+        with contextlib.suppress(NotFoundError):
+            await client.delete("Node", node_name)
+
+
 # -- a node's container runtime, for fault tests -------------------------------------------
 
 
