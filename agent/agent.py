@@ -147,7 +147,11 @@ class Agent:
         """The node-local DNS server pods reach at 10.96.0.10."""
         from agent.network.dns.cluster import ClusterDNS
 
-        dns = ClusterDNS(self.client, upstream_resolv=self.config.dns_upstream_resolv)
+        # No <ip>.<ns>.pod names: they need every pod of the cluster, and the
+        # node authorizer (as Kubernetes') lets a node read only its own pods.
+        dns = ClusterDNS(
+            self.client, upstream_resolv=self.config.dns_upstream_resolv, pod_records=False
+        )
         await dns.start()
         return dns
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from agent.network.types import PodNetwork
 from agent.pods.actions import BackOff
+from agent.pods.endpoints_gate import DEFAULT_PROPAGATION_DELAY, EndpointsGate, client_lister
 from agent.pods.podutil import newest_first
 from agent.pods.sync import PodSyncer
 from agent.pods.worker import PodWorkers
@@ -63,6 +64,7 @@ class Kubelet:
         clock: Callable[[], datetime] | None = None,
         cluster_dns: str = "10.96.0.10",
         cluster_domain: str = "cluster.local",
+        endpoints_propagation_delay: float | None = DEFAULT_PROPAGATION_DELAY,
     ) -> None:
         self.client = client
         self.runtime = runtime
@@ -78,6 +80,12 @@ class Kubelet:
         self.workers = PodWorkers(self._sync, self._kill, self._remove, resync=resync)
         self.probes = ProbeManager(
             runtime, self.workers.wake, events=self._probe_event, clock=self.clock
+        )
+        # None: a deleted pod is signalled at once, without leaving its endpoints first.
+        gate = (
+            None
+            if endpoints_propagation_delay is None
+            else EndpointsGate(client_lister(client), propagation_delay=endpoints_propagation_delay)
         )
         self.syncer = PodSyncer(
             client,
@@ -95,6 +103,7 @@ class Kubelet:
             clock=self.clock,
             cluster_dns=cluster_dns,
             cluster_domain=cluster_domain,
+            endpoints_gate=gate,
         )
         self.informer = Informer(client, "Pod", field_selector=f"spec.nodeName={node_name}")
         self.informer.add_handler(self._on_pod_event)

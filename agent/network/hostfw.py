@@ -124,11 +124,15 @@ class HostFirewall:
     def rules(self) -> list[tuple[str, str, list[str], bool]]:
         """(table, chain, rule, insert first?) for every rule we own."""
         cidr = self.pod_cidr
+        # Forwarding is accepted for every pod of the cluster, not only ours: traffic
+        # between overlay and bridge, and Service traffic DNATed to a pod on another
+        # node, would otherwise meet a FORWARD DROP policy (dockerd sets one).
+        pods = self.no_masquerade_cidr
         comment = ["-m", "comment", "--comment", COMMENT]
         return [
             ("filter", "FORWARD", [*comment, "-j", FORWARD_CHAIN], True),
-            ("filter", FORWARD_CHAIN, ["-s", cidr, *comment, "-j", "ACCEPT"], False),
-            ("filter", FORWARD_CHAIN, ["-d", cidr, *comment, "-j", "ACCEPT"], False),
+            ("filter", FORWARD_CHAIN, ["-s", pods, *comment, "-j", "ACCEPT"], False),
+            ("filter", FORWARD_CHAIN, ["-d", pods, *comment, "-j", "ACCEPT"], False),
             ("nat", "POSTROUTING", [*comment, "-j", NAT_CHAIN], True),
             (
                 "nat",

@@ -36,6 +36,7 @@ from agent.pods.actions import (
     compute_pod_actions,
 )
 from agent.pods.downward import ConfigError, field_value, resource_value
+from agent.pods.endpoints_gate import EndpointsGate
 from agent.pods.podutil import (
     container_hash,
     exit_failed,
@@ -336,8 +337,10 @@ class PodSyncer:
         cluster_domain: str = CLUSTER_DOMAIN,
         node_resolv_conf: str = "/etc/resolv.conf",
         node_hosts_file: str = "/etc/hosts",
+        endpoints_gate: EndpointsGate | None = None,
     ) -> None:
         self.client = client
+        self.endpoints_gate = endpoints_gate
         self.runtime = runtime
         self.network = network
         self.volumes = volumes
@@ -1057,7 +1060,9 @@ class PodSyncer:
 
     async def kill_pod(self, pod: Any, grace: int | None = None) -> None:
         """Stop the pod (preStop, SIGTERM, grace, SIGKILL), release its network and
-        volumes and, if it is being deleted, delete its object with grace 0."""
+        volumes and, if it is being deleted, delete its object with grace 0. A
+        deleted pod first leaves its Services' endpoints (endpoints_gate), within
+        its grace period."""
         uid = pod.metadata.uid
         if grace is None:
             m = pod.metadata
@@ -1070,10 +1075,16 @@ class PodSyncer:
         running = [
             c for c in containers if c.type != "sandbox" and c.state == ContainerState.RUNNING
         ]
+        left = float(grace)
+        if running and pod.metadata.deletion_timestamp and self.endpoints_gate is not None:
+            # Out of every Service first, then the grace period: the signal must not
+            # reach a server the proxies still send new connections to.
+            pod_ip = self._pod_ip(pod) or pod.status.pod_ip
+            left -= await self.endpoints_gate.wait_out_of_service(pod, pod_ip, left)
         if running:
             await asyncio.gather(
                 *(
-                    self._kill_container(pod, c, f"Stopping container {c.name}", grace=float(grace))
+                    self._kill_container(pod, c, f"Stopping container {c.name}", grace=left)
                     for c in running
                 ),
                 return_exceptions=True,

@@ -432,6 +432,11 @@ class _Up:
     def ensure_node_runtime(self, node: NodeLayout) -> None:
         lay = self.layout
         self.attach(node.netns, node.lan_port, node.ip)
+        # A real host reaches the service range by its default route; nodes here
+        # have none (nothing may leave the machine), so Service traffic the proxy
+        # does not rewrite (a Service without endpoints, to be refused) needs this
+        # route to reach the rules at all. The LAN has no way out.
+        netns.replace_route(node.netns, SERVICE_CIDR, "eth0")
         netns.sysctl(node.netns, "net.ipv4.ip_forward", "1")
         # Pod-to-Service hairpin needs bridged traffic through iptables (br_netfilter);
         # a kernel without the module simply lacks the key.
@@ -985,6 +990,7 @@ def _pick_loaded(image: str, ref: images.ImageRef, loaded: list[str]) -> str:
 
 
 CONTROL_PLANE_COMPONENTS = ("controller-manager", "scheduler")
+SERVICE_CIDR = "10.96.0.0/12"  # the apiserver's default --service-cluster-ip-range
 
 
 def component_argv(lay: Layout, role: str) -> list[str]:

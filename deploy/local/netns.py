@@ -123,6 +123,10 @@ def sysctl(netns: str, key: str, value: str, *, check: bool = True) -> bool:
 # -- links ---------------------------------------------------------------------------
 
 
+def replace_route(netns: str, cidr: str, dev: str) -> None:
+    _ip(netns, "route", "replace", cidr, "dev", dev)
+
+
 def link_exists(name: str, netns: str | None = None) -> bool:
     out = _ip(netns, "-j", "link", "show", "dev", name, check=False)
     return bool(out.strip()) and out.strip() != "[]"

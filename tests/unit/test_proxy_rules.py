@@ -137,7 +137,7 @@ def test_no_endpoints_rejects_instead_of_hanging() -> None:
     assert rules.chains == {} and rules.nat_services == [] and rules.nat_nodeports == []
     assert rules.filter_services == [
         '-A ORCH-SERVICES -d 10.96.0.20/32 -m comment --comment "default/web:http has no '
-        'endpoints" -p tcp -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable'
+        'endpoints" -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset'
     ]
     assert rules.filter_external[0].startswith(
         f"-A {EXTERNAL_SERVICES} -m addrtype --dst-type LOCAL"

@@ -1,8 +1,9 @@
-"""The node's Service proxy (kube-proxy's iptables design; IPVS detected and refused).
+"""The node's Service proxy (kube-proxy's iptables and nftables designs; IPVS
+detected and refused).
 
-Modules: model (API objects -> small values), rules (pure rendering),
-iptables / conntrack (effects, behind interfaces), fake (their test doubles),
-ipvs (mode detection), proxier (the informer-driven sync loop).
+Modules: model (API objects -> small values), rules / nft_rules (pure
+rendering), iptables / nftables / conntrack (effects, behind interfaces), fake
+(test doubles), ipvs (mode detection), proxier (the informer-driven sync loop).
 """
 
 from agent.network.proxy.ipvs import ProxyModeUnavailable

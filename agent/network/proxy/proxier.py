@@ -9,6 +9,9 @@ after any failure, full (every chain written, stale ones found through
 iptables-save and removed, the jumps from the built-in chains re-checked),
 which repairs whatever someone else changed underneath us.
 
+Mode "nftables" is the same loop with nft_rules.py/nftables.py in place of
+rules.py/iptables.py: one `nft -f` transaction per sync into our own table.
+
 A failed restore changes nothing: the kernel keeps the previous rules, the
 error is logged with the offending line and its Service, and a full sync is
 retried with a growing delay.
@@ -26,8 +29,17 @@ from typing import Any
 
 from agent.network.proxy.conntrack import Conntrack, ConntrackTool, stale_udp_filters
 from agent.network.proxy.iptables import Iptables, IptablesCommands, IptablesError, RestoreError
-from agent.network.proxy.ipvs import check_ipvs
+from agent.network.proxy.ipvs import ProxyModeUnavailable, check_ipvs
 from agent.network.proxy.model import Endpoint, ServicePort, ready_endpoints, service_ports
+from agent.network.proxy.nft_rules import NftRuleset
+from agent.network.proxy.nft_rules import describe_line as describe_nft_line
+from agent.network.proxy.nftables import (
+    Nft,
+    NftablesBackend,
+    NftCommands,
+    NftError,
+    nft_available,
+)
 from agent.network.proxy.rules import (
     JUMPS,
     Renderer,
@@ -39,7 +51,7 @@ from agent.network.proxy.rules import (
 
 log = logging.getLogger(__name__)
 
-MODES = ("iptables", "ipvs")
+MODES = ("iptables", "nftables", "ipvs")
 
 
 @dataclass
@@ -60,10 +72,14 @@ class ServiceProxy:
     cluster_cidr: pod traffic from inside it is not masqueraded.
     node_netns: None in the agent (it runs in the node's namespace); a netns
     name in tests. iptables_backend: "" (the system's iptables), "nft" or
-    "legacy" (see IptablesCommands). iptables/conntrack/informer_factory: seams for tests.
-    render_hook: called with each rendered Ruleset before it is applied (the
-    top-level chains' lists are fresh each sync and may be edited; tests use it
-    to inject a bad rule)."""
+    "legacy" (see IptablesCommands). mode "nftables": one `nft -f` transaction
+    per sync into our own table (nft_rules.py), for systems whose iptables is
+    iptables-nft, which loads thousands of chains in quadratic time.
+    iptables/nft/conntrack/informer_factory: seams for tests.
+    render_hook: called with each rendered Ruleset (NftRuleset in nftables
+    mode) before it is applied (the top-level chains' lists, `fixed` in
+    nftables mode, are fresh each sync and may be edited; tests use it to
+    inject a bad rule)."""
 
     def __init__(
         self,
@@ -77,9 +93,10 @@ class ServiceProxy:
         node_netns: str | None = None,
         iptables_backend: str = "",
         iptables: Iptables | None = None,
+        nft: Nft | None = None,
         conntrack: Conntrack | None = None,
         informer_factory: Callable[..., Any] | None = None,
-        render_hook: Callable[[Ruleset], None] | None = None,
+        render_hook: Callable[[Any], None] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown proxy mode {mode!r}: use one of {', '.join(MODES)}")
@@ -87,6 +104,7 @@ class ServiceProxy:
         self.node_name = node_name
         self.mode = mode
         self.cluster_cidr = cluster_cidr
+        self.node_netns = node_netns
         self.min_sync_interval = min_sync_interval
         self.full_resync_interval = full_resync_interval
         self.iptables: Iptables = iptables or IptablesCommands(
@@ -96,6 +114,9 @@ class ServiceProxy:
             conntrack = ConntrackTool(netns=node_netns)
         self.conntrack = conntrack
         self.render_hook = render_hook
+        self._nft: NftablesBackend | None = None
+        if mode == "nftables":
+            self._nft = NftablesBackend(nft or NftCommands(netns=node_netns), cluster_cidr)
         self._informer_factory = informer_factory
         self._renderer = Renderer(cluster_cidr)
         self._ports: dict[str, tuple[ServicePort, ...]] = {}
@@ -109,6 +130,9 @@ class ServiceProxy:
         self._applied_cond = asyncio.Condition()
         self._informers: list[Any] = []
         self._task: asyncio.Task[None] | None = None
+        # One sync at a time: a forced sync (tests, benchmarks) racing the loop's
+        # could read the kernel's state while the other rewrites it.
+        self._sync_lock = asyncio.Lock()
         self.last_sync: SyncStats | None = None
         self.last_full_sync: SyncStats | None = None
         self.failures = 0
@@ -121,6 +145,10 @@ class ServiceProxy:
         mode cannot run on this node."""
         if self.mode == "ipvs":
             await asyncio.to_thread(check_ipvs)  # raises: see ipvs.py
+        if self._nft is not None and isinstance(self._nft.nft, NftCommands) and not nft_available():
+            raise ProxyModeUnavailable(
+                "nftables mode needs nft(8) (Debian package nftables); use --proxy-mode iptables"
+            )
         if not self.conntrack_available:
             log.warning(
                 "conntrack(8) is not installed: stale UDP flows to removed endpoints "
@@ -200,6 +228,12 @@ class ServiceProxy:
     async def sync(self, *, full: bool = False) -> bool:
         """One sync; True if the rules were applied. Never raises for an
         iptables failure: it is logged and the next sync is a full one."""
+        async with self._sync_lock:
+            return await self._sync_once(full=full)
+
+    async def _sync_once(self, *, full: bool) -> bool:
+        if self._nft is not None:
+            return await self._sync_nft(self._nft, full=full)
         full = full or self._need_full or self._applied is None
         version = self._version
         started = time.monotonic()
@@ -234,17 +268,54 @@ class ServiceProxy:
             self._failed()
             log.error("Service proxy sync failed; previous rules kept: %s", exc)
             return False
-        before, self._applied_ports = self._applied_ports, ports
         self._applied = ruleset
+        await self._synced(ports, full, version, started, rendered - started, written, len(text))
+        return True
+
+    async def _sync_nft(self, backend: NftablesBackend, *, full: bool) -> bool:
+        full = full or self._need_full or backend.applied is None
+        version = self._version
+        started = time.monotonic()
+        ports = self.desired()
+        ruleset: NftRuleset = backend.render(ports)
+        if self.render_hook is not None:
+            self.render_hook(ruleset)
+        rendered = time.monotonic()
+        try:
+            written, nbytes = await backend.apply(ruleset, full=full)
+        except NftError as exc:
+            self._failed()
+            where = describe_nft_line(exc.line, ruleset.owners) if exc.line_no else ""
+            log.error(
+                "nft -f failed (%s); previous rules kept%s",
+                exc.message,
+                f"; line {exc.line_no} ({where}): {exc.line}" if exc.line_no else "",
+            )
+            return False
+        await self._synced(ports, full, version, started, rendered - started, written, nbytes)
+        return True
+
+    async def _synced(
+        self,
+        ports: dict[ServicePort, tuple[Endpoint, ...]],
+        full: bool,
+        version: int,
+        started: float,
+        render_seconds: float,
+        written: int,
+        nbytes: int,
+    ) -> None:
+        """Bookkeeping after rules were applied, whichever the backend."""
+        before, self._applied_ports = self._applied_ports, ports
         self._need_full = False
         self.failures = 0
         await self._flush_conntrack(before, ports)
         stats = SyncStats(
             full=full,
             seconds=time.monotonic() - started,
-            render_seconds=rendered - started,
+            render_seconds=render_seconds,
             chains_written=written,
-            restore_bytes=len(text),
+            restore_bytes=nbytes,
         )
         self.last_sync = stats
         if full:
@@ -260,7 +331,6 @@ class ServiceProxy:
         async with self._applied_cond:
             self._applied_version = version
             self._applied_cond.notify_all()
-        return True
 
     def _failed(self) -> None:
         self._need_full = True
@@ -276,10 +346,28 @@ class ServiceProxy:
         for filters in stale_udp_filters(before, after):
             await self.conntrack.delete(*filters)
 
+    async def _remove_other_mode(self) -> None:
+        """A node switched between iptables and nftables mode must not keep the
+        other mode's rules: both would DNAT the same Service."""
+        try:
+            if self._nft is not None:
+                existing = parse_own_chains(await self.iptables.save())
+                if any(chain.startswith(("ORCH-SVC-", "ORCH-SEP-")) for _t, chain in existing):
+                    text, _ = build_restore(Renderer(self.cluster_cidr).render({}), None, existing)
+                    await self.iptables.restore(text)
+                    log.info("removed the Service rules left by iptables mode")
+            elif nft_available():
+                with contextlib.suppress(NftError):  # no table: nothing to remove
+                    await NftCommands(netns=self.node_netns).remove_table()
+                    log.info("removed the Service rules left by nftables mode")
+        except (IptablesError, RestoreError) as exc:
+            log.warning("could not remove the other proxy mode's rules: %s", exc)
+
     async def _run(self) -> None:
         for inf in self._informers:
             await inf.synced.wait()
         log.info("Service proxy (%s mode) on node %s: first sync", self.mode, self.node_name)
+        await self._remove_other_mode()
         next_full = 0.0
         last_start = 0.0
         retry_at: float | None = None

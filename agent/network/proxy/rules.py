@@ -132,7 +132,10 @@ def render_service_port(
     match = f"-p {proto} -m {proto} --dport"
     dst = f"-d {sp.cluster_ip}/32"
     if not endpoints:
-        reject = "-j REJECT --reject-with icmp-port-unreachable"
+        # A TCP reset: ICMP errors are rate-limited per peer (about one a second
+        # after a burst), so a client retrying would wait instead of being refused.
+        how = "tcp-reset" if proto == "tcp" else "icmp-port-unreachable"
+        reject = f"-j REJECT --reject-with {how}"
         note = f'-m comment --comment "{name} has no endpoints"'
         out.filter_services.append(f"-A {SERVICES} {dst} {note} {match} {sp.port} {reject}")
         if sp.node_port:
