@@ -41,7 +41,7 @@ class AgentConfig:
     overlay_resync_interval: float = 10.0
     # Where the cluster DNS forwards names outside the cluster (None: refuse them).
     dns_upstream_resolv: str | None = "/etc/resolv.conf"
-    proxy_mode: str = "iptables"  # or "ipvs", refused where the kernel lacks it
+    proxy_mode: str = "nftables"  # or "iptables"; "ipvs" is refused where the kernel lacks it
     iptables_backend: str = ""  # "" = the system's; "legacy" for thousands of Services
 
 
