@@ -32,6 +32,9 @@ integration: setup
 bench: setup
 	$(PY) tests/perf/bench_api.py
 	$(PY) tests/perf/bench_pod_start.py
+	$(PY) -m tests.perf.bench_scheduler
+	$(PY) -m tests.perf.bench_proxy_sync
+	$(PY) -m tests.perf.bench_network
 
 demo: setup
 	@scripts/demo.sh
