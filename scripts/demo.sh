@@ -45,6 +45,13 @@ done
 echo
 "$BIN/orchctl" --context "$NAME" get nodes,pods -A -o wide
 echo
+# The Service, as a pod sees it: by its DNS name, balanced over the three nodes.
+probe="$("$BIN/orchctl" --context "$NAME" -n hello get pods -l app=hello -o name 2>/dev/null | head -1)"
+if [ -n "$probe" ]; then
+    echo "demo: from ${probe#pod/}: wget http://hello.hello.svc.cluster.local/"
+    "$BIN/orchctl" --context "$NAME" -n hello exec "${probe#pod/}" -- \
+        timeout 5 wget -q -O - http://hello.hello.svc.cluster.local/ || true
+fi
 echo "demo: cluster \"$NAME\" is the current context of ${ORCHCONFIG:-~/.orch/config}:"
 echo "        $BIN/orchctl get pods -A -o wide"
 echo "      'make demo-down' removes it."
