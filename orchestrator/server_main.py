@@ -174,12 +174,13 @@ async def seed_cluster(registry: Registry, token: tokens.BootstrapToken | None) 
             },
         }
     )
-    try:
-        await registry.create(dns, INIT_USER)
-    except AlreadyExists:
-        pass
-    except Invalid as exc:  # someone holds the address: pods' DNS will not work
-        log.error("cannot reserve the cluster DNS address %s: %s", CLUSTER_DNS_IP, exc)
+    if registry.cache.get(kind_info("Service"), "kube-system", "kube-dns") is None:
+        try:
+            await registry.create(dns, INIT_USER)
+        except AlreadyExists:
+            pass
+        except Invalid as exc:  # someone else holds the address: pods' DNS will not work
+            log.error("cannot reserve the cluster DNS address %s: %s", CLUSTER_DNS_IP, exc)
     if token is not None:
         secret = kind_info("Secret").new()
         secret.metadata.name = token.secret_name  # type: ignore[attr-defined]
