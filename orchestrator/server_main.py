@@ -263,11 +263,7 @@ def scheduler_component(conn: Connection, config_path: str = "") -> _WithOwnClie
     config = load_config(Path(config_path)) if config_path else None
     return _WithOwnClient(
         conn,
-        lambda client: Scheduler(
-            client,
-            profiles=config.profiles if config else None,
-            percentage_of_nodes_to_score=config.percentage_of_nodes_to_score if config else 0,
-        ),
+        lambda client: Scheduler.from_config(client, config) if config else Scheduler(client),
     )
 
 

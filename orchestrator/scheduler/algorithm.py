@@ -182,14 +182,17 @@ class Algorithm:
         nodes: list[NodeInfo],
         snapshot: Snapshot,
     ) -> list[int]:
-        totals = [0] * len(nodes)
+        totals: list[int] | None = None
         for ws in profile.scores:
             scores = ws.plugin.score(state, pod, nodes, snapshot)
             if scores is None:
                 continue
             w = ws.weight
-            totals = [t + s * w for t, s in zip(totals, scores, strict=True)]
-        return totals
+            if totals is None:
+                totals = scores if w == 1 else [s * w for s in scores]
+            else:
+                totals = [t + s * w for t, s in zip(totals, scores, strict=True)]
+        return totals if totals is not None else [0] * len(nodes)
 
     def select(self, nodes: list[NodeInfo], totals: list[int]) -> NodeInfo:
         """The best-scoring node; ties broken at random so that equal nodes share load."""

@@ -45,6 +45,9 @@ class SchedulerCache:
         self._node_list: list[NodeInfo] | None = None
         self._affinity_pods = 0
         self._anti_affinity_pods = 0
+        self._unschedulable_nodes = 0
+        self._hard_tainted_nodes = 0
+        self._prefer_tainted_nodes = 0
 
     # -- nodes -------------------------------------------------------------------------
 
@@ -56,16 +59,16 @@ class SchedulerCache:
         if info.node is None:
             self._node_list = None  # a new schedulable node
         else:
-            self._count_images(info, -1)
+            self._count_node(info, -1)
         info.set_node(node)
-        self._count_images(info, 1)
+        self._count_node(info, 1)
         return info
 
     def remove_node(self, name: str) -> None:
         info = self._nodes.get(name)
         if info is None or info.node is None:
             return
-        self._count_images(info, -1)
+        self._count_node(info, -1)
         self._node_list = None
         if info.pods:
             # Pods still bound there keep a placeholder until they are deleted.
@@ -74,7 +77,11 @@ class SchedulerCache:
         else:
             del self._nodes[name]
 
-    def _count_images(self, info: NodeInfo, sign: int) -> None:
+    def _count_node(self, info: NodeInfo, sign: int) -> None:
+        """Keep the snapshot's cluster-wide node counts as nodes come, change and go."""
+        self._unschedulable_nodes += sign * info.unschedulable
+        self._hard_tainted_nodes += sign * bool(info.hard_taints)
+        self._prefer_tainted_nodes += sign * bool(info.prefer_taints)
         for image in info.image_sizes:
             left = self._image_nodes.get(image, 0) + sign
             if left > 0:
@@ -100,7 +107,13 @@ class SchedulerCache:
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
-            self.nodes(), self._image_nodes, self._affinity_pods, self._anti_affinity_pods
+            self.nodes(),
+            self._image_nodes,
+            self._affinity_pods,
+            self._anti_affinity_pods,
+            self._unschedulable_nodes,
+            self._hard_tainted_nodes,
+            self._prefer_tainted_nodes,
         )
 
     # -- pods --------------------------------------------------------------------------

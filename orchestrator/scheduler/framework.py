@@ -96,6 +96,11 @@ class Snapshot:
     # Cluster-wide counts that let affinity plugins skip scanning every pod.
     affinity_pods: int = 0
     required_anti_affinity_pods: int = 0
+    # How many nodes are cordoned / have NoSchedule-or-NoExecute taints /
+    # PreferNoSchedule taints: plugins with nothing to check skip the nodes.
+    unschedulable_nodes: int = 0
+    hard_tainted_nodes: int = 0
+    prefer_tainted_nodes: int = 0
 
     @classmethod
     def of(cls, nodes: Sequence[NodeInfo]) -> Snapshot:
@@ -109,6 +114,9 @@ class Snapshot:
             images,
             sum(n.pods_with_affinity for n in nodes),
             sum(n.pods_with_required_anti_affinity for n in nodes),
+            sum(1 for n in nodes if n.unschedulable),
+            sum(1 for n in nodes if n.hard_taints),
+            sum(1 for n in nodes if n.prefer_taints),
         )
 
 

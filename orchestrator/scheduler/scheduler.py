@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 COMPONENT = "default-scheduler"
 TERMINAL_PHASES = ("Succeeded", "Failed")
 CACHE_CLEANUP_PERIOD = 1.0
+LATENCY_SAMPLES = 100_000
 
 
 @dataclass
@@ -53,8 +55,8 @@ class SchedulerStats:
     unschedulable: int = 0  # cycles that found no node
     bind_errors: int = 0
     errors: int = 0
-    # Per-pod seconds from entering the queue to the bind returning.
-    latencies: list[float] = field(default_factory=list)
+    # Per-pod seconds from entering the queue to the bind returning (the latest).
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
 
 
 def _ready_status(node: Any) -> str:

@@ -127,3 +127,19 @@ def test_assuming_twice_is_a_bug() -> None:
     cache.assume(info, "n")
     with pytest.raises(ValueError, match="already in the scheduler cache"):
         cache.assume(info, "n")
+
+
+def test_node_counts_follow_node_updates() -> None:
+    cache = SchedulerCache()
+    cache.add_or_update_node(make_node("a", taints=[("k", "", "NoSchedule")]))
+    cache.add_or_update_node(make_node("b", unschedulable=True))
+    cache.add_or_update_node(make_node("c", taints=[("k", "", "PreferNoSchedule")]))
+    snap = cache.snapshot()
+    counts = (snap.hard_tainted_nodes, snap.unschedulable_nodes, snap.prefer_tainted_nodes)
+    assert counts == (1, 1, 1)
+    cache.add_or_update_node(make_node("a"))
+    cache.add_or_update_node(make_node("b", ready="False"))  # not ready: tainted, not cordoned
+    cache.remove_node("c")
+    snap = cache.snapshot()
+    counts = (snap.hard_tainted_nodes, snap.unschedulable_nodes, snap.prefer_tainted_nodes)
+    assert counts == (1, 0, 0)

@@ -6,10 +6,16 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
 
+from orchestrator.api.meta import now_rfc3339
 from orchestrator.apiserver.admission.default_tolerations import add_default_tolerations
 
 if TYPE_CHECKING:
     from orchestrator.apiserver.registry import UserInfo
+
+# Storage in-use protection: the volume-protection controller removes these once
+# no pod uses the claim / no live claim is bound to the volume.
+PVC_PROTECTION = "kubernetes.io/pvc-protection"
+PV_PROTECTION = "kubernetes.io/pv-protection"
 
 
 def prepare_create(obj: Message, user: UserInfo) -> None:
@@ -25,6 +31,10 @@ def prepare_create(obj: Message, user: UserInfo) -> None:
         o.ClearField("status")
         o.status.phase = "Pending"
         add_default_tolerations(o)
+    elif kind in ("PersistentVolumeClaim", "PersistentVolume"):
+        finalizer = PVC_PROTECTION if kind == "PersistentVolumeClaim" else PV_PROTECTION
+        if finalizer not in o.metadata.finalizers:
+            o.metadata.finalizers.append(finalizer)
 
 
 def normalize(obj: Message) -> None:
@@ -47,6 +57,23 @@ def prepare_update(new: Message, old: Message) -> None:
         n.spec.CopyFrom(o.spec)
     elif new.kind == "Service":  # type: ignore[attr-defined]
         _keep_allocated_service_values(n, o)
+    elif new.kind == "Pod" and n.spec.node_name and not o.spec.node_name:  # type: ignore[attr-defined]
+        _mark_scheduled(n)
+
+
+def _mark_scheduled(pod: Any) -> None:
+    """Binding (the update that sets nodeName) also records PodScheduled=True,
+    as Kubernetes' binding subresource does: one write, not two."""
+    for cond in pod.status.conditions:
+        if cond.type == "PodScheduled":
+            break
+    else:
+        cond = pod.status.conditions.add(type="PodScheduled")
+    if cond.status != "True":
+        cond.status = "True"
+        cond.reason = ""
+        cond.message = ""
+        cond.last_transition_time = now_rfc3339()
 
 
 def _keep_allocated_service_values(new: Any, old: Any) -> None:

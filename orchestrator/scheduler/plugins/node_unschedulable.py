@@ -21,7 +21,9 @@ class NodeUnschedulable:
         self._rejected = Status.unresolvable(REASON, plugin=NAME)
 
     def pre_filter(self, state: CycleState, pod: PodInfo, snapshot: Snapshot) -> Status | None:
-        return SKIP_STATUS if tolerated(_TAINT, pod.tolerations) else None
+        if not snapshot.unschedulable_nodes or tolerated(_TAINT, pod.tolerations):
+            return SKIP_STATUS
+        return None
 
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
         return self._rejected if node.unschedulable else None

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orchestrator.scheduler.framework import CycleState, Snapshot, Status, normalize
+from orchestrator.scheduler.framework import (
+    SKIP_STATUS,
+    CycleState,
+    Snapshot,
+    Status,
+    normalize,
+)
 from orchestrator.scheduler.nodeinfo import NodeInfo
 from orchestrator.scheduler.podinfo import PodInfo
 from orchestrator.scheduler.taints import NO_EXECUTE, NO_SCHEDULE, PREFER_NO_SCHEDULE, Taint
@@ -24,6 +30,9 @@ class TaintToleration:
     def __init__(self) -> None:
         # Reason texts repeat across nodes; one Status per distinct taint.
         self._statuses: dict[Taint, Status] = {}
+
+    def pre_filter(self, state: CycleState, pod: PodInfo, snapshot: Snapshot) -> Status | None:
+        return None if snapshot.hard_tainted_nodes else SKIP_STATUS
 
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
         if not node.hard_taints:
@@ -47,7 +56,7 @@ class TaintToleration:
     def score(
         self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo], snapshot: Snapshot
     ) -> list[int] | None:
-        if not any(n.prefer_taints for n in nodes):
+        if not snapshot.prefer_tainted_nodes or not any(n.prefer_taints for n in nodes):
             return None
         # Only tolerations that apply to PreferNoSchedule count, as Kubernetes.
         tolerations = [t for t in pod.tolerations if t.effect in ("", PREFER_NO_SCHEDULE)]
