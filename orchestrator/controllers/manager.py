@@ -31,6 +31,7 @@ from orchestrator.controllers.replicaset import ReplicaSetController
 from orchestrator.controllers.resourcequota import ResourceQuotaController
 from orchestrator.controllers.statefulset import StatefulSetController
 from orchestrator.controllers.ttl_after_finished import TTLAfterFinishedController
+from orchestrator.controllers.volume_protection import VolumeProtectionController
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ CONTROLLERS: dict[str, Factory] = {
     "statefulset": lambda client, pki: StatefulSetController(client),
     "daemonset": lambda client, pki: DaemonSetController(client),
     "persistentvolume-binder": lambda client, pki: PersistentVolumeBinder(client),
+    "volume-protection": lambda client, pki: VolumeProtectionController(client),
     "replicaset": lambda client, pki: ReplicaSetController(client),
     "deployment": lambda client, pki: DeploymentController(client),
     "horizontalpodautoscaling": lambda client, pki: HorizontalPodAutoscalerController(client),

@@ -219,6 +219,20 @@ async def test_claim_whose_volume_is_deleted_is_lost(env: Env) -> None:
     await env.claim("data")
     await env.claim_phase("data", "Bound")
     await env.c.delete("PersistentVolume", vol)
+    # pv-protection keeps a volume bound to a live claim: it stays Terminating.
+    await asyncio.sleep(0.5)
+    held = await env.c.get("PersistentVolume", vol)
+    assert held.metadata.deletion_timestamp and held.status.phase == "Bound"
+    assert (await env.c.get("PersistentVolumeClaim", "data", env.ns)).status.phase == "Bound"
+    # An admin forcing it out (dropping the finalizer) leaves the claim Lost.
+    for _ in range(10):
+        live = await env.c.get("PersistentVolume", vol)
+        del live.metadata.finalizers[:]
+        try:
+            await env.c.update(live)
+            break
+        except ConflictError:
+            await asyncio.sleep(0.05)
     lost = await env.claim_phase("data", "Lost")
     assert lost.spec.volume_name == vol
 
