@@ -64,6 +64,28 @@ class Status:
 SKIP_STATUS = Status(SKIP)
 
 
+class VolumeLister(Protocol):
+    """The PersistentVolumeClaims and PersistentVolumes a cycle may look up
+    (the scheduler's informer caches)."""
+
+    def get_claim(self, namespace: str, name: str) -> Any | None: ...
+
+    def get_volume(self, name: str) -> Any | None: ...
+
+
+class _NoVolumes:
+    """No claims or volumes at all: for snapshots built without informers."""
+
+    def get_claim(self, namespace: str, name: str) -> Any | None:
+        return None
+
+    def get_volume(self, name: str) -> Any | None:
+        return None
+
+
+NO_VOLUMES: VolumeLister = _NoVolumes()
+
+
 class CycleState:
     """Scratch space for one pod's cycle: PreFilter writes what Filter and
     Score read, keyed by plugin name."""
@@ -101,6 +123,8 @@ class Snapshot:
     unschedulable_nodes: int = 0
     hard_tainted_nodes: int = 0
     prefer_tainted_nodes: int = 0
+    # Claims and volumes, for VolumeBinding (the scheduler sets its informers').
+    volumes: VolumeLister = NO_VOLUMES
 
     @classmethod
     def of(cls, nodes: Sequence[NodeInfo]) -> Snapshot:

@@ -84,6 +84,8 @@ class PodInfo:
     preferred_affinity: tuple[AffinityTerm, ...] = ()
     preferred_anti_affinity: tuple[AffinityTerm, ...] = ()
     spread: tuple[SpreadConstraint, ...] = ()
+    # The names of the PersistentVolumeClaims its volumes use (in its namespace).
+    claims: tuple[str, ...] = ()
     # Why the pod cannot be scheduled at all (a bad quantity or selector), or "".
     error: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -168,6 +170,15 @@ def _host_ports(spec: Any) -> tuple[HostPort, ...]:
     return tuple(ports)
 
 
+def _claim_names(spec: Any) -> tuple[str, ...]:
+    names = [
+        v.persistent_volume_claim.claim_name
+        for v in spec.volumes
+        if v.HasField("persistent_volume_claim")
+    ]
+    return tuple(dict.fromkeys(names))  # once each, in order
+
+
 def normalized_image(image: str) -> str:
     """As ImageLocality compares images: a name without tag or digest means :latest."""
     last = image.rsplit("/", 1)[-1]
@@ -216,6 +227,7 @@ def pod_info(pod: Any) -> PodInfo:
         images=tuple(normalized_image(c.image) for c in (*spec.init_containers, *spec.containers)),
         owner_uid=_controller_uid(m),
         terminating=bool(m.deletion_timestamp),
+        claims=_claim_names(spec),
         error=error,
     )
     try:

@@ -8,6 +8,8 @@ Three places a pod can wait, as in Kubernetes:
 - unschedulable: pods no node fits. Nothing will change for them until the
   cluster does, so they wait for a cluster event (a node added or changed,
   a pod deleted) to move them back, or for the periodic flush after 60 s.
+  Some events can only help some pods (a claim bound: the pods using it),
+  and move only those.
 
 A pod being scheduled is "in flight"; an update or deletion that arrives
 meanwhile is remembered and applied when its cycle ends, so it is not lost.
@@ -242,6 +244,17 @@ class SchedulingQueue:
         self._unschedulable.clear()
         for qp in moved:
             self._requeue_after_change(qp)
+        self._move_request_cycle = self.scheduling_cycle
+        return len(moved)
+
+    def move_to_active_if(self, wanted: Callable[[PodInfo], bool], event: str = "") -> int:
+        """A cluster change that can only help some unschedulable pods (Kubernetes'
+        queueing hints): move those for which wanted(pod) holds, leave the rest."""
+        moved = [qp for qp in self._unschedulable.values() if wanted(qp.info)]
+        for qp in moved:
+            del self._unschedulable[qp.key]
+            self._requeue_after_change(qp)
+        # A pod in flight is not checked: if it fails, it retries after backoff.
         self._move_request_cycle = self.scheduling_cycle
         return len(moved)
 

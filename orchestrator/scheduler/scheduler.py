@@ -1,4 +1,4 @@
-"""The scheduler: watch nodes and pods, place pending pods, bind them.
+"""The scheduler: watch nodes, pods, claims and volumes, place pending pods, bind them.
 
     scheduler = Scheduler(client)              # built-in profiles
     await scheduler.start()                    # returns once the caches synced
@@ -78,6 +78,27 @@ def node_changed_for_scheduling(old: Any, new: Any) -> bool:
     )
 
 
+def claim_changed_for_scheduling(old: Any, new: Any) -> bool:
+    """Whether a PersistentVolumeClaim update can let a pod using it fit (bound)."""
+    return old.spec.volume_name != new.spec.volume_name or old.status.phase != new.status.phase
+
+
+class _InformerVolumes:
+    """The claims and volumes VolumeBinding looks up, from the informers' caches."""
+
+    __slots__ = ("_claims", "_volumes")
+
+    def __init__(self, claims: Informer, volumes: Informer) -> None:
+        self._claims = claims
+        self._volumes = volumes
+
+    def get_claim(self, namespace: str, name: str) -> Any | None:
+        return self._claims.get(f"{namespace}/{name}")
+
+    def get_volume(self, name: str) -> Any | None:
+        return self._volumes.get(name)
+
+
 def pod_changed_for_scheduling(old: Any, new: Any) -> bool:
     """Whether a pod update is more than a status write (Kubernetes' isPodUpdated)."""
     return (
@@ -121,6 +142,9 @@ class Scheduler:
         self._status_slots = asyncio.Semaphore(16)
         self._node_informer = Informer(client, "Node")
         self._pod_informer = Informer(client, "Pod")
+        self._claim_informer = Informer(client, "PersistentVolumeClaim")
+        self._volume_informer = Informer(client, "PersistentVolume")
+        self._volumes = _InformerVolumes(self._claim_informer, self._volume_informer)
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -138,14 +162,18 @@ class Scheduler:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self, *, sync_timeout: float = 60.0) -> None:
-        """Start watching and scheduling; returns once nodes and pods are cached."""
+        """Start watching and scheduling; returns once nodes, pods, claims and
+        volumes are cached."""
         self._node_informer.add_handler(self._on_node)
         self._pod_informer.add_handler(self._on_pod)
-        self._node_informer.start()
-        self._pod_informer.start()
+        self._claim_informer.add_handler(self._on_claim)
+        self._volume_informer.add_handler(self._on_volume)
+        informers = self._informers()
+        for informer in informers:
+            informer.start()
         async with asyncio.timeout(sync_timeout):
-            await self._node_informer.synced.wait()
-            await self._pod_informer.synced.wait()
+            for informer in informers:
+                await informer.synced.wait()
         self.recorder.start()
         for coro, name in (
             (self._schedule_loop(), "scheduler-loop"),
@@ -172,9 +200,17 @@ class Scheduler:
             await asyncio.wait(self._pending, timeout=10)
         for t in list(self._pending):
             t.cancel()
-        await self._node_informer.stop()
-        await self._pod_informer.stop()
+        for informer in self._informers():
+            await informer.stop()
         await self.recorder.stop()
+
+    def _informers(self) -> list[Informer]:
+        return [
+            self._node_informer,
+            self._pod_informer,
+            self._claim_informer,
+            self._volume_informer,
+        ]
 
     # -- informer events ---------------------------------------------------------------
 
@@ -212,6 +248,25 @@ class Scheduler:
             self.queue.refresh_object(key, pod)
             return
         self.queue.add(pod_info(pod))
+
+    def _on_claim(self, type_: str, pvc: Any, old: Any) -> None:
+        # Only the pods using this claim can fit because of it (a deletion helps none).
+        if type_ == "DELETED" or (old is not None and not claim_changed_for_scheduling(old, pvc)):
+            return
+        namespace, name = pvc.metadata.namespace, pvc.metadata.name
+        self.queue.move_to_active_if(
+            lambda p: name in p.claims and p.namespace == namespace,
+            "PersistentVolumeClaimAdd" if old is None else "PersistentVolumeClaimUpdate",
+        )
+
+    def _on_volume(self, type_: str, pv: Any, old: Any) -> None:
+        # A volume added (or its node affinity changed) may help any pod with claims.
+        if type_ == "DELETED" or (old is not None and old.spec == pv.spec):
+            return
+        self.queue.move_to_active_if(
+            lambda p: bool(p.claims),
+            "PersistentVolumeAdd" if old is None else "PersistentVolumeUpdate",
+        )
 
     def _on_bound_pod(self, key: str, pod: Any, old: Any) -> None:
         self.queue.delete(key)
@@ -262,7 +317,9 @@ class Scheduler:
             return False
         self.stats.attempts += 1
         try:
-            result = self.algorithm.schedule(profile, info, self.cache.snapshot())
+            snapshot = self.cache.snapshot()
+            snapshot.volumes = self._volumes
+            result = self.algorithm.schedule(profile, info, snapshot)
         except FitError as err:
             self.stats.unschedulable += 1
             qp.reasons = str(err)

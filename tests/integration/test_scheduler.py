@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from google.protobuf import json_format
 
 from orchestrator.api.pb import core_v1_pb2 as core
 from orchestrator.client.client import Client, NotFoundError
@@ -267,3 +268,142 @@ async def test_anti_affinity_spreads_replicas(control_plane: ControlPlane) -> No
         await env.pod("web-3", labels={"app": "web"}, affinity=anti, cpu="100m")
         cond = await env.condition("web-3", lambda c: c.status == "False")
         assert "3 node(s) didn't satisfy existing pods anti-affinity rules" in cond.message
+
+
+# -- VolumeBinding -------------------------------------------------------------------------
+
+
+def local_volume(name: str, storage_class: str, node: str) -> core.PersistentVolume:
+    """A local PersistentVolume reachable from `node` only."""
+    pv = core.PersistentVolume(api_version="v1", kind="PersistentVolume")
+    json_format.ParseDict(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": storage_class,
+                "persistentVolumeReclaimPolicy": "Retain",
+                "local": {"path": f"/mnt/disks/{name}"},
+                "nodeAffinity": {
+                    "required": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {
+                                        "key": "kubernetes.io/hostname",
+                                        "operator": "In",
+                                        "values": [node],
+                                    }
+                                ]
+                            }
+                        ]
+                    }
+                },
+            },
+        },
+        pv,
+    )
+    return pv
+
+
+def volume_claim(name: str, namespace: str, storage_class: str, volume: str = "") -> Any:
+    pvc = core.PersistentVolumeClaim(api_version="v1", kind="PersistentVolumeClaim")
+    json_format.ParseDict(
+        {
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": storage_class,
+                "resources": {"requests": {"storage": "1Gi"}},
+                "volumeName": volume,
+            },
+        },
+        pvc,
+    )
+    return pvc
+
+
+async def claim_pod(env: Env, name: str, claim: str, **kwargs: Any) -> core.Pod:
+    """As env.pod, with a volume using `claim`."""
+    own = {"key": TEST_LABEL, "value": env.suffix, "effect": "NoSchedule"}
+    pod = make_pod(
+        name,
+        env.namespace,
+        scheduler_name=env.default,
+        node_selector={TEST_LABEL: env.suffix},
+        tolerations=[own],
+        **kwargs,
+    )
+    pod.metadata.uid = ""
+    pod.spec.volumes.add(name="data").persistent_volume_claim.claim_name = claim
+    created: core.Pod = await env.client.create(pod)
+    return created
+
+
+async def claim_bound(env: Env, name: str, timeout: float = 20.0) -> Any:
+    async with asyncio.timeout(timeout):
+        while True:
+            pvc = await env.client.get("PersistentVolumeClaim", name, env.namespace)
+            if pvc.status.phase == "Bound":
+                return pvc
+            await asyncio.sleep(0.05)
+
+
+async def delete_volumes(env: Env, names: list[str]) -> None:
+    for name in names:
+        try:
+            await env.client.delete("PersistentVolume", name)
+        except NotFoundError:
+            pass
+
+
+async def test_bound_local_volume_pins_the_pod_to_its_node(control_plane: ControlPlane) -> None:
+    async with environment(control_plane) as (env, _):
+        roomy = await env.node("roomy", cpu="16", memory="32Gi")
+        small = await env.node("small", cpu="2", memory="4Gi")
+        storage_class = f"local-{env.suffix}"
+        pv_name = f"local-{env.suffix}"
+        try:
+            await env.client.create(local_volume(pv_name, storage_class, small))
+            await env.client.create(
+                volume_claim("data", env.namespace, storage_class, volume=pv_name)
+            )
+            assert (await claim_bound(env, "data")).spec.volume_name == pv_name
+
+            # Without a claim, the roomier node scores better...
+            await env.pod("free", cpu="500m", memory="256Mi")
+            assert (await env.bound(["free"]))["free"] == roomy
+            # ...but the volume is on the small one.
+            await claim_pod(env, "db", "data", cpu="500m", memory="256Mi")
+            assert (await env.bound(["db"]))["db"] == small
+        finally:
+            await delete_volumes(env, [pv_name])
+
+
+async def test_pod_waits_for_its_claim_to_bind(control_plane: ControlPlane) -> None:
+    async with environment(control_plane) as (env, _):
+        await env.node("a", cpu="16", memory="32Gi")
+        b = await env.node("b", cpu="2", memory="4Gi")
+        storage_class = f"late-{env.suffix}"
+        pv_name = f"late-{env.suffix}"
+        try:
+            await env.client.create(volume_claim("data", env.namespace, storage_class))
+            await claim_pod(env, "db", "data", cpu="500m")
+            cond = await env.condition("db", lambda c: c.status == "False")
+            assert cond.reason == "Unschedulable"
+            assert re.fullmatch(
+                r"0/\d+ nodes are available: pod has unbound immediate PersistentVolumeClaims\.",
+                cond.message,
+            ), cond.message
+            assert not (await env.client.get("Pod", "db", env.namespace)).spec.node_name
+
+            # A volume appears; the binder binds the claim to it; the claim's
+            # update retries the pod (well before the 60 s unschedulable flush),
+            # and the volume's node affinity places it.
+            await env.client.create(local_volume(pv_name, storage_class, b))
+            assert (await claim_bound(env, "data")).spec.volume_name == pv_name
+            assert (await env.bound(["db"], timeout=20))["db"] == b
+            cond = await env.condition("db", lambda c: c.status == "True")
+        finally:
+            await delete_volumes(env, [pv_name])

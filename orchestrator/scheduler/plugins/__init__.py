@@ -17,6 +17,7 @@ from orchestrator.scheduler.plugins.node_unschedulable import NodeUnschedulable
 from orchestrator.scheduler.plugins.pod_topology_spread import PodTopologySpread
 from orchestrator.scheduler.plugins.selector_spread import SelectorSpread
 from orchestrator.scheduler.plugins.taint_toleration import TaintToleration
+from orchestrator.scheduler.plugins.volume_binding import VolumeBinding
 
 __all__ = ["FACTORIES", "PluginArgsError", "build_plugin"]
 
@@ -84,6 +85,7 @@ FACTORIES: dict[str, Callable[[Mapping[str, Any]], object]] = {
     "NodeAffinity": _no_args(NodeAffinity),
     "NodePorts": _no_args(NodePorts),
     "NodeResourcesFit": _resources_fit,
+    "VolumeBinding": _no_args(VolumeBinding),
     "PodTopologySpread": _no_args(PodTopologySpread),
     "InterPodAffinity": _inter_pod_affinity,
     "NodeResourcesBalancedAllocation": _no_args(BalancedAllocation),
