@@ -185,7 +185,7 @@ def test_agent_command_joins_once_then_runs(tmp_path: Path) -> None:
     join_line, run_line = argv[2].strip().splitlines()
     assert join_line.startswith(f"if [ ! -f {node.agent_dir / 'agent.conf'} ]; then ")
     join = shlex.split(join_line.split("then ", 1)[1].split(" || ")[0])
-    agent = [sys.executable, "-m", "agent.main"]
+    agent = [sys.executable, "-OO", "-m", "agent.main"]  # -OO: no docstrings in memory
     assert join == [
         *agent,
         "join",
@@ -209,6 +209,8 @@ def test_agent_command_joins_once_then_runs(tmp_path: Path) -> None:
         node.docker_host,
         "--node-ip",
         "192.0.2.11",
+        "--dns-upstream-resolv",
+        "none",
     ]
     # The token never reaches the state file.
     assert "abcdef.0123456789abcdef" not in " ".join(shown)
