@@ -639,6 +639,12 @@ def up(
     reporter = reporter or Reporter()
     cfg = Path(config_path) if config_path else resolve_path(None)
     lay0 = Layout.make(name, DEFAULT_SUBNET, 1, state_root=state_root, run_root=run_root)
+    existing = load_state(name, state_root)
+    if existing is not None and nodes is not None and nodes < existing.nodes:
+        # Fewer nodes: retire the highest-numbered ones, as an operator drains hosts.
+        for _ in range(existing.nodes - nodes):
+            with reporter.step("Removing a node"):
+                remove_node(name, state_root=state_root)
     with cluster_lock(lay0.lock_file):
         state = load_state(name, state_root)
         created = state is None
@@ -647,11 +653,6 @@ def up(
                 raise ClusterError(
                     f'cluster "{name}" exists on {state.subnet}; `orchctl cluster down '
                     f"--name {name}` first to move it to {subnet}"
-                )
-            if nodes is not None and nodes < state.nodes:
-                raise ClusterError(
-                    f'cluster "{name}" has {state.nodes} nodes; removing nodes is not '
-                    f"supported: `orchctl cluster down --name {name}` and up again"
                 )
             if nodes is not None and nodes > state.nodes:
                 state.nodes = nodes

@@ -38,7 +38,8 @@ def add_parsers(
         type=int,
         default=None,
         metavar="N",
-        help=f"number of nodes (default {DEFAULT_NODES}; an existing cluster can grow)",
+        help=f"number of nodes (default {DEFAULT_NODES}; an existing cluster grows, "
+        "or retires its last nodes)",
     )
     p.add_argument(
         "--subnet",
