@@ -106,14 +106,26 @@ async def kubelet_step(c: Client, ns: str, nodes: set[str] | None = None) -> Non
         try:
             if pod.metadata.deletion_timestamp:
                 await c.delete("Pod", pod.metadata.name, ns, grace_period=0)
-            elif pod.status.phase != "Running":
+            elif pod.status.phase != "Running" or not _ready(pod):
+                # As a live kubelet keeps reporting: these hollow nodes send no
+                # heartbeat, so after the startup grace the node lifecycle
+                # controller marks their pods not ready once.
                 pod.status.phase = "Running"
-                pod.status.conditions.add(
-                    type="Ready", status="True", last_transition_time=now_rfc3339()
-                )
+                for cond in pod.status.conditions:
+                    if cond.type == "Ready":
+                        cond.status = "True"
+                        break
+                else:
+                    pod.status.conditions.add(
+                        type="Ready", status="True", last_transition_time=now_rfc3339()
+                    )
                 await c.update_status(pod)
         except (NotFoundError, ConflictError):
             pass
+
+
+def _ready(pod: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions)
 
 
 async def on_nodes(c: Client, ns: str, nodes: set[str]) -> dict[str, list[Any]]:
