@@ -15,6 +15,13 @@ def meta(obj: Message) -> meta_pb2.ObjectMeta:
     return m
 
 
+def copy_of(obj: Any) -> Any:
+    """A deep copy of an API object: cached objects are shared and never mutated."""
+    clone = type(obj)()
+    clone.CopyFrom(obj)
+    return clone
+
+
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

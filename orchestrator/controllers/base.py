@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from orchestrator.client.client import Client, ConflictError
+from orchestrator.client.events import EventRecorder
 from orchestrator.client.informer import Informer, cache_key
 from orchestrator.client.workqueue import WorkQueue
 
@@ -19,6 +20,8 @@ class Controller:
 
     name = "controller"
     workers = 2
+    # Controllers that report Events set one; it starts and stops with them.
+    recorder: EventRecorder | None = None
 
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -41,6 +44,8 @@ class Controller:
         raise NotImplementedError
 
     async def start(self) -> None:
+        if self.recorder is not None:
+            self.recorder.start()
         self.setup()
         for inf in self.informers:
             inf.start()
@@ -74,3 +79,5 @@ class Controller:
                 await task
         for inf in self.informers:
             await inf.stop()
+        if self.recorder is not None:
+            await self.recorder.stop()

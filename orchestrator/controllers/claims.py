@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.api.meta import copy_of
 from orchestrator.api.selectors import LabelSelector, SelectorError, selector_from_match
 from orchestrator.client.client import Client, ConflictError, NotFoundError
 from orchestrator.controllers.podtemplate import controller_of, controller_ref
@@ -63,12 +64,6 @@ def classify(owner: Any, selector: LabelSelector | None, candidates: Iterable[An
     return claims
 
 
-def _copy(obj: Any) -> Any:
-    clone = type(obj)()
-    clone.CopyFrom(obj)
-    return clone
-
-
 async def adopt(client: Client, owner: Any, orphans: list[Any]) -> list[Any]:
     """Make owner the controller of each orphan; returns those adopted.
 
@@ -84,7 +79,7 @@ async def adopt(client: Client, owner: Any, orphans: list[Any]) -> list[Any]:
         return []
     adopted = []
     for obj in orphans:
-        fresh = _copy(obj)
+        fresh = copy_of(obj)
         fresh.metadata.owner_references.append(controller_ref(owner))
         try:
             adopted.append(await client.update(fresh))
@@ -96,7 +91,7 @@ async def adopt(client: Client, owner: Any, orphans: list[Any]) -> list[Any]:
 async def release(client: Client, owner: Any, objs: list[Any]) -> None:
     """Drop owner's reference from objects that no longer match its selector."""
     for obj in objs:
-        fresh = _copy(obj)
+        fresh = copy_of(obj)
         refs = [r for r in fresh.metadata.owner_references if r.uid != owner.metadata.uid]
         del fresh.metadata.owner_references[:]
         fresh.metadata.owner_references.extend(refs)

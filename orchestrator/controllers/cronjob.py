@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.api.cron import CronError, parse_schedule
+from orchestrator.api.meta import copy_of
 from orchestrator.client.client import AlreadyExistsError, Client, ConflictError, NotFoundError
 from orchestrator.client.events import EventRecorder
 from orchestrator.client.informer import cache_key
@@ -45,17 +46,11 @@ REQUEUE_SLACK = 0.1
 Clock = Callable[[], datetime]
 
 
-def _copy(obj: Any) -> Any:
-    clone = type(obj)()
-    clone.CopyFrom(obj)
-    return clone
-
-
 def _typed(cronjob: Any) -> Any:
     """The CronJob with apiVersion and kind set: ownerReferences name them."""
     if cronjob.api_version and cronjob.kind:
         return cronjob
-    typed = _copy(cronjob)
+    typed = copy_of(cronjob)
     typed.api_version = typed.api_version or "batch/v1"
     typed.kind = typed.kind or "CronJob"
     return typed
@@ -70,6 +65,7 @@ def cronjob_key_of(job: Any) -> str | None:
 
 class CronJobController(Controller):
     name = "cronjob-controller"
+    recorder: EventRecorder
     workers = 2
 
     def __init__(self, client: Client, *, clock: Clock | None = None) -> None:
@@ -85,14 +81,6 @@ class CronJobController(Controller):
         self.cronjobs.add_handler(lambda _t, obj, _old: self.enqueue(obj))
         self.jobs = self.informer("Job")
         self.jobs.add_handler(self._on_job)
-
-    async def start(self) -> None:
-        self.recorder.start()
-        await super().start()
-
-    async def stop(self) -> None:
-        await super().stop()
-        await self.recorder.stop()
 
     def _on_job(self, type_: str, job: Any, old: Any) -> None:
         key = cronjob_key_of(job)
@@ -218,7 +206,7 @@ class CronJobController(Controller):
     async def _write_status(self, cronjob: Any, status: Any) -> None:
         if status == cronjob.status:
             return
-        fresh = _copy(cronjob)
+        fresh = copy_of(cronjob)
         fresh.status.CopyFrom(status)
         try:
             await self.client.update_status(fresh)

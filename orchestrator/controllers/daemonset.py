@@ -22,6 +22,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
+from orchestrator.api.meta import copy_of
 from orchestrator.client.client import AlreadyExistsError, Client, NotFoundError
 from orchestrator.client.events import EventRecorder
 from orchestrator.controllers import history
@@ -43,12 +44,6 @@ KIND = "DaemonSet"
 COMPONENT = "daemonset-controller"
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 300.0
-
-
-def _copy(obj: Any) -> Any:
-    clone = type(obj)()
-    clone.CopyFrom(obj)
-    return clone
 
 
 def _placement_view(node: Any) -> tuple[Any, ...]:
@@ -182,7 +177,7 @@ class DaemonSetController(Controller):
                 rev = by_hash.get(revision_of(pod))
                 if rev is not None:
                     in_use.add(rev.metadata.name)
-        await self._prune(ds, owned, in_use)
+        await history.prune_revisions(self.client, ds, owned, in_use)
 
         wake = [plan.requeue_after] if plan.requeue_after is not None else []
         wake.extend(held.values())
@@ -229,7 +224,7 @@ class DaemonSetController(Controller):
             )
 
     async def _write_status(self, ds: Any, counts: DaemonCounts, collisions: int) -> None:
-        fresh = _copy(ds)
+        fresh = copy_of(ds)
         st = fresh.status
         st.observed_generation = ds.metadata.generation
         st.desired_number_scheduled = counts.desired
@@ -247,16 +242,3 @@ class DaemonSetController(Controller):
             await self.client.update_status(fresh)
         except NotFoundError:
             pass
-
-    async def _prune(self, ds: Any, revisions: list[Any], in_use: set[str]) -> None:
-        limit = history.history_limit(ds.spec)
-        for rev in history.revisions_to_prune(revisions, in_use, limit):
-            try:
-                await self.client.delete(
-                    "ControllerRevision",
-                    rev.metadata.name,
-                    rev.metadata.namespace,
-                    precondition_uid=rev.metadata.uid,
-                )
-            except NotFoundError:
-                pass

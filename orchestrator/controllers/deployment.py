@@ -16,7 +16,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.api.meta import now_rfc3339
+from orchestrator.api.meta import copy_of, now_rfc3339
 from orchestrator.api.pb import apps_v1_pb2 as apps
 from orchestrator.client.client import (
     AlreadyExistsError,
@@ -45,14 +45,9 @@ class RetryLater(Exception):
     """The sync cannot finish now (a name collision, a failed create): retry with back-off."""
 
 
-def _copy(obj: Any) -> Any:
-    clone = type(obj)()
-    clone.CopyFrom(obj)
-    return clone
-
-
 class DeploymentController(Controller):
     name = "deployment"
+    recorder: EventRecorder
     workers = 4
 
     def __init__(self, client: Client, *, recorder: EventRecorder | None = None) -> None:
@@ -65,14 +60,6 @@ class DeploymentController(Controller):
         self.replicasets = self.informer("ReplicaSet")
         self.deployments.add_handler(lambda type_, d, old: self.enqueue(d))
         self.replicasets.add_handler(self._on_replicaset)
-
-    async def start(self) -> None:
-        self.recorder.start()
-        await super().start()
-
-    async def stop(self) -> None:
-        await super().stop()
-        await self.recorder.stop()
 
     # -- event handlers ----------------------------------------------------------------
 
@@ -109,7 +96,7 @@ class DeploymentController(Controller):
             self.backoff.reset(key)
             return
         try:
-            await self._sync(key, _copy(cached))
+            await self._sync(key, copy_of(cached))
         except RetryLater as exc:
             log.info("deployment %s: %s; retrying", key, exc)
             self.queue.add_after(key, self.backoff.next(key))
@@ -128,7 +115,7 @@ class DeploymentController(Controller):
                 "This deployment is selecting all pods. A non-empty selector is required.",
             )
             if d.status.observed_generation < d.metadata.generation:
-                status = _copy(d.status)
+                status = copy_of(d.status)
                 status.observed_generation = d.metadata.generation
                 await self._update_status(d, status)
             return
@@ -161,14 +148,14 @@ class DeploymentController(Controller):
     # -- writes --------------------------------------------------------------------------
 
     async def _update_status(self, d: Any, status: Any) -> Any:
-        fresh = _copy(d)
+        fresh = copy_of(d)
         fresh.status.CopyFrom(status)
         return await self.client.update_status(fresh)
 
     async def _scale(self, rs: Any, size: int, d: Any) -> Any:
         """Resize rs (and note the Deployment size it was sized for); an event
         when the size changes."""
-        fresh = _copy(rs)
+        fresh = copy_of(rs)
         annotations_changed = du.set_replicas_annotations(
             fresh, du.replicas(d), du.replicas(d) + du.max_surge(d)
         )
@@ -213,14 +200,14 @@ class DeploymentController(Controller):
         new_revision = du.max_revision(old) + 1
         now = now_rfc3339()
         if existing is not None:
-            rs = _copy(existing)
+            rs = copy_of(existing)
             changed = du.set_new_rs_annotations(d, rs, new_revision, exists=True)
             if changed or rs.spec.min_ready_seconds != d.spec.min_ready_seconds:
                 rs.spec.min_ready_seconds = d.spec.min_ready_seconds
                 return d, await self.client.update(rs)
             d = await self._set_revision(d, rs.metadata.annotations.get(du.REVISION, ""))
             if du.has_progress_deadline(d) and du.get_condition(d.status, du.PROGRESSING) is None:
-                status = _copy(d.status)
+                status = copy_of(d.status)
                 du.set_condition(
                     status,
                     du.new_condition(
@@ -245,7 +232,7 @@ class DeploymentController(Controller):
             message = f'Failed to create new replica set "{rs.metadata.name}": {exc.message}'
             self.recorder.record(d, "Warning", "FailedCreate", message)
             if du.has_progress_deadline(d):
-                status = _copy(d.status)
+                status = copy_of(d.status)
                 du.set_condition(
                     status,
                     du.new_condition(du.PROGRESSING, "False", du.RS_CREATE_ERROR, message, now),
@@ -261,7 +248,7 @@ class DeploymentController(Controller):
             )
         d = await self._set_revision(d, str(new_revision))
         if du.has_progress_deadline(d):
-            status = _copy(d.status)
+            status = copy_of(d.status)
             du.set_condition(
                 status,
                 du.new_condition(
@@ -304,7 +291,7 @@ class DeploymentController(Controller):
             and du.equal_ignore_hash(live.spec.template, d.spec.template)
         ):
             return live
-        status = _copy(d.status)
+        status = copy_of(d.status)
         status.collision_count = (
             d.status.collision_count if d.status.HasField("collision_count") else 0
         ) + 1
@@ -317,7 +304,7 @@ class DeploymentController(Controller):
     async def _set_revision(self, d: Any, rev: str) -> Any:
         if not rev or d.metadata.annotations.get(du.REVISION) == rev:
             return d
-        fresh = _copy(d)
+        fresh = copy_of(d)
         fresh.metadata.annotations[du.REVISION] = rev
         return await self.client.update(fresh)
 
@@ -419,7 +406,7 @@ class DeploymentController(Controller):
         cond = du.paused_condition(d, now_rfc3339())
         if cond is None:
             return d
-        status = _copy(d.status)
+        status = copy_of(d.status)
         du.set_condition(status, cond)
         return await self._update_status(d, status)
 

@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from orchestrator.api.kinds import all_kinds
-from orchestrator.api.meta import meta
+from orchestrator.api.meta import copy_of, meta
 from orchestrator.client.client import Client, NotFoundError
 from orchestrator.client.informer import Informer, cache_key
 from orchestrator.controllers.base import Controller
@@ -29,12 +29,6 @@ FOREGROUND = "foregroundDeletion"
 NAMESPACE_FINALIZER = "kubernetes"
 # Kinds that never own anything and change constantly: not worth watching here.
 _SKIP = {"Event", "Lease"}
-
-
-def _copy(obj: Any) -> Any:
-    clone = type(obj)()
-    clone.CopyFrom(obj)
-    return clone
 
 
 class GarbageCollector(Controller):
@@ -130,7 +124,7 @@ class GarbageCollector(Controller):
             dep = self.by_kind[dep_kind].get(dep_key)
             if dep is None:
                 continue
-            fresh = _copy(dep)
+            fresh = copy_of(dep)
             refs = [r for r in meta(fresh).owner_references if r.uid != om.uid]
             del meta(fresh).owner_references[:]
             meta(fresh).owner_references.extend(refs)
@@ -159,7 +153,7 @@ class GarbageCollector(Controller):
         await self._remove_finalizer(owner, FOREGROUND)
 
     async def _remove_finalizer(self, obj: Any, finalizer: str) -> None:
-        fresh = _copy(obj)
+        fresh = copy_of(obj)
         kept = [f for f in meta(fresh).finalizers if f != finalizer]
         del meta(fresh).finalizers[:]
         meta(fresh).finalizers.extend(kept)
@@ -186,7 +180,7 @@ class GarbageCollector(Controller):
         if remaining:
             self.queue.add_after(f"Namespace|{name}", 1.0)
             return
-        fresh = _copy(ns)
+        fresh = copy_of(ns)
         kept = [f for f in fresh.spec.finalizers if f != NAMESPACE_FINALIZER]
         del fresh.spec.finalizers[:]
         fresh.spec.finalizers.extend(kept)

@@ -23,7 +23,7 @@ from google.protobuf import json_format, struct_pb2
 
 from orchestrator.api.pb import apps_v1_pb2 as apps
 from orchestrator.api.pb import core_v1_pb2 as core
-from orchestrator.client.client import AlreadyExistsError, Client, ConflictError
+from orchestrator.client.client import AlreadyExistsError, Client, ConflictError, NotFoundError
 from orchestrator.controllers.podtemplate import controller_ref, is_controlled_by, template_hash
 
 log = logging.getLogger(__name__)
@@ -155,3 +155,21 @@ async def ensure_revision(
         f"{owner.kind} {owner.metadata.namespace}/{owner.metadata.name}: "
         "could not find a free ControllerRevision name after 16 collisions",
     )
+
+
+async def prune_revisions(
+    client: Client, owner: Any, revisions: list[Any], in_use: Iterable[str]
+) -> None:
+    """Delete owner's idle revisions beyond its revisionHistoryLimit (never one a
+    pod or the owner's status still names)."""
+    limit = history_limit(owner.spec)
+    for rev in revisions_to_prune(revisions, in_use, limit):
+        try:
+            await client.delete(
+                "ControllerRevision",
+                rev.metadata.name,
+                rev.metadata.namespace,
+                precondition_uid=rev.metadata.uid,
+            )
+        except NotFoundError:
+            pass

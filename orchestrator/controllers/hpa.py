@@ -99,6 +99,7 @@ def spec_replicas(target: Any) -> int:
 
 class HorizontalPodAutoscalerController(Controller):
     name = "horizontal-pod-autoscaler"
+    recorder: EventRecorder
     workers = 2
 
     def __init__(
@@ -137,18 +138,6 @@ class HorizontalPodAutoscalerController(Controller):
         # generation) is worth a sync before the timer's.
         if old is None or old.metadata.generation != hpa.metadata.generation:
             self.enqueue(hpa)
-
-    async def start(self) -> None:
-        start = getattr(self.recorder, "start", None)
-        if start is not None:
-            start()
-        await super().start()
-
-    async def stop(self) -> None:
-        await super().stop()
-        stop = getattr(self.recorder, "stop", None)
-        if stop is not None:
-            await stop()
 
     # -- one HPA -----------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import grpc
 
+from orchestrator.api.meta import copy_of
 from orchestrator.client.client import ApiError, Client, ConflictError, NotFoundError
 from orchestrator.client.events import EventRecorder
 from orchestrator.client.informer import cache_key
@@ -84,12 +85,6 @@ class Expectations:
         return {name: index for name, (index, _) in entries.items()}
 
 
-def _copy(obj: Any) -> Any:
-    clone = type(obj)()
-    clone.CopyFrom(obj)
-    return clone
-
-
 def job_key_of(pod: Any) -> str | None:
     """The cache key of the Job controlling pod, or None."""
     ref = controller_of(pod)
@@ -100,6 +95,7 @@ def job_key_of(pod: Any) -> str | None:
 
 class JobController(Controller):
     name = "job-controller"
+    recorder: EventRecorder
     workers = 4
 
     def __init__(
@@ -126,14 +122,6 @@ class JobController(Controller):
         self.jobs.add_handler(self._on_job)
         self.pods = self.informer("Pod")
         self.pods.add_handler(self._on_pod)
-
-    async def start(self) -> None:
-        self.recorder.start()
-        await super().start()
-
-    async def stop(self) -> None:
-        await super().stop()
-        await self.recorder.stop()
 
     def _on_job(self, type_: str, job: Any, old: Any) -> None:
         key = cache_key(job)
@@ -233,7 +221,7 @@ class JobController(Controller):
         """False if the Job is gone."""
         if status == job.status:
             return True
-        fresh = _copy(job)
+        fresh = copy_of(job)
         fresh.status.CopyFrom(status)
         try:
             await self.client.update_status(fresh)
@@ -246,7 +234,7 @@ class JobController(Controller):
         for _attempt in range(2):
             if not is_tracked(pod):
                 return
-            fresh = _copy(pod)
+            fresh = copy_of(pod)
             kept = [f for f in fresh.metadata.finalizers if f != TRACKING_FINALIZER]
             del fresh.metadata.finalizers[:]
             fresh.metadata.finalizers.extend(kept)

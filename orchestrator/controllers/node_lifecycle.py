@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.api.meta import meta
+from orchestrator.api.meta import copy_of, meta
 from orchestrator.client.client import Client, ConflictError, NotFoundError
 from orchestrator.client.events import EventRecorder
 from orchestrator.client.informer import cache_key
@@ -83,12 +83,6 @@ def rfc3339(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _copy(obj: Any) -> Any:
-    clone = type(obj)()
-    clone.CopyFrom(obj)
-    return clone
-
-
 @dataclass(frozen=True)
 class NoExecuteIntent:
     """What a monitor pass wants for a node's NoExecute taints."""
@@ -120,6 +114,7 @@ def set_pod_condition(
 
 class NodeLifecycleController(Controller):
     name = "node-lifecycle"
+    recorder: EventRecorder
     workers = 2
 
     def __init__(
@@ -165,14 +160,7 @@ class NodeLifecycleController(Controller):
         self.nodes.add_handler(self._on_node)
         self.pods.add_handler(self._on_pod)
 
-    async def start(self) -> None:
-        self.recorder.start()
-        await super().start()
         self._tasks.append(asyncio.create_task(self._monitor(), name=f"{self.name}-monitor"))
-
-    async def stop(self) -> None:
-        await super().stop()
-        await self.recorder.stop()
 
     def _on_node(self, type_: str, node: Any, old: Any) -> None:
         if type_ == "DELETED":
@@ -234,7 +222,7 @@ class NodeLifecycleController(Controller):
             "TaintManagerEviction",
             f"Marking for deletion Pod {m.namespace}/{m.name}",
         )
-        fresh = _copy(pod)
+        fresh = copy_of(pod)
         if set_pod_condition(
             fresh,
             DISRUPTION_TARGET,
@@ -298,7 +286,7 @@ class NodeLifecycleController(Controller):
             )
             if conditions is None:
                 return node
-            fresh = _copy(node)
+            fresh = copy_of(node)
             del fresh.status.conditions[:]
             fresh.status.conditions.extend(conditions)
             try:
@@ -349,7 +337,7 @@ class NodeLifecycleController(Controller):
                 continue
             if not any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions):
                 continue
-            fresh = _copy(pod)
+            fresh = copy_of(pod)
             set_pod_condition(fresh, "Ready", "False", rfc3339(now))
             try:
                 await self.client.update_status(fresh)
@@ -444,7 +432,7 @@ class NodeLifecycleController(Controller):
             )
             if taints is None:
                 return
-            fresh = _copy(node)
+            fresh = copy_of(node)
             del fresh.spec.taints[:]
             fresh.spec.taints.extend(taints)
             try:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from orchestrator.api.meta import now_rfc3339
+from orchestrator.api.meta import copy_of, now_rfc3339
 from orchestrator.api.quantity import QuantityError, parse_quantity
 from orchestrator.api.selectors import SelectorError
 from orchestrator.client.client import Client, NotFoundError
@@ -240,12 +240,6 @@ def decide_volume(pv: Any, claims: Mapping[str, Any]) -> Decision:
 # -- the controller --------------------------------------------------------------------
 
 
-def _copy(obj: Any) -> Any:
-    clone = type(obj)()
-    clone.CopyFrom(obj)
-    return clone
-
-
 class PersistentVolumeBinder(Controller):
     name = "persistentvolume-binder"
     workers = 1  # claims compete for one pool of volumes: decide one at a time
@@ -321,7 +315,7 @@ class PersistentVolumeBinder(Controller):
     async def _bind(self, pv: Any, pvc: Any) -> None:
         ref = pv.spec.claim_ref
         if ref.uid != pvc.metadata.uid or ref.name != pvc.metadata.name:
-            fresh = _copy(pv)
+            fresh = copy_of(pv)
             fresh.spec.claim_ref.Clear()
             r = fresh.spec.claim_ref
             r.kind, r.api_version = "PersistentVolumeClaim", "v1"
@@ -336,7 +330,7 @@ class PersistentVolumeBinder(Controller):
             pvc.spec.volume_name != pv.metadata.name
             or BIND_COMPLETED not in pvc.metadata.annotations
         ):
-            fresh = _copy(pvc)
+            fresh = copy_of(pvc)
             if not pvc.spec.volume_name:
                 fresh.spec.volume_name = pv.metadata.name
                 fresh.metadata.annotations[BOUND_BY_CONTROLLER] = "yes"
@@ -348,7 +342,7 @@ class PersistentVolumeBinder(Controller):
             or dict(st.capacity) != dict(pv.spec.capacity)
             or list(st.access_modes) != list(pv.spec.access_modes)
         ):
-            fresh = _copy(pvc)
+            fresh = copy_of(pvc)
             fresh.status.phase = BOUND
             fresh.status.capacity.clear()
             fresh.status.capacity.update(pv.spec.capacity)
@@ -368,7 +362,7 @@ class PersistentVolumeBinder(Controller):
     async def _claim_lost(self, pvc: Any, message: str) -> None:
         if pvc.status.phase == LOST:
             return
-        fresh = _copy(pvc)
+        fresh = copy_of(pvc)
         fresh.status.phase = LOST
         await self.client.update_status(fresh)
         log.warning("claim %s lost: %s", claim_key(pvc), message)
@@ -388,7 +382,7 @@ class PersistentVolumeBinder(Controller):
         self.events.record(pvc, "Normal", "FailedBinding", message)
 
     async def _set_volume_phase(self, pv: Any, phase: str, message: str = "") -> Any:
-        fresh = _copy(pv)
+        fresh = copy_of(pv)
         fresh.status.phase = phase
         fresh.status.message = message
         fresh.status.last_phase_transition_time = now_rfc3339()
@@ -399,7 +393,7 @@ class PersistentVolumeBinder(Controller):
             await self._set_volume_phase(pv, phase)
 
     async def _unbind(self, pv: Any) -> None:
-        fresh = _copy(pv)
+        fresh = copy_of(pv)
         fresh.spec.ClearField("claim_ref")
         fresh.metadata.annotations.pop(BOUND_BY_CONTROLLER, None)
         pv = await self.client.update(fresh)

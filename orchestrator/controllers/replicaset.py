@@ -15,7 +15,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.api.meta import now_rfc3339
+from orchestrator.api.meta import copy_of, now_rfc3339
 from orchestrator.client.client import (
     ApiError,
     Client,
@@ -33,14 +33,9 @@ log = logging.getLogger(__name__)
 COMPONENT = "replicaset-controller"
 
 
-def _copy(obj: Any) -> Any:
-    clone = type(obj)()
-    clone.CopyFrom(obj)
-    return clone
-
-
 class ReplicaSetController(Controller):
     name = "replicaset"
+    recorder: EventRecorder
     workers = 4
 
     def __init__(self, client: Client, *, recorder: EventRecorder | None = None) -> None:
@@ -56,14 +51,6 @@ class ReplicaSetController(Controller):
         self.pods = self.informer("Pod")
         self.replicasets.add_handler(self._on_replicaset)
         self.pods.add_handler(self._on_pod)
-
-    async def start(self) -> None:
-        self.recorder.start()
-        await super().start()
-
-    async def stop(self) -> None:
-        await super().stop()
-        await self.recorder.stop()
 
     # -- event handlers: only enqueue -------------------------------------------------
 
@@ -145,7 +132,7 @@ class ReplicaSetController(Controller):
         now = datetime.now(UTC)
         status = util.calculate_status(rs, active, now, failure, now_rfc3339())
         if status != rs.status:
-            fresh = _copy(rs)
+            fresh = copy_of(rs)
             fresh.status.CopyFrom(status)
             try:
                 await self.client.update_status(fresh)

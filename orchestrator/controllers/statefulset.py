@@ -17,10 +17,10 @@ a condemned pod's claims get one to the pod just before it is deleted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from orchestrator.api.meta import copy_of
 from orchestrator.api.pb import core_v1_pb2 as core
 from orchestrator.api.selectors import SelectorError
 from orchestrator.client.client import AlreadyExistsError, Client, NotFoundError
@@ -50,12 +50,6 @@ KIND = "StatefulSet"
 COMPONENT = "statefulset-controller"
 # A claim still being deleted: look again after this long.
 CLAIM_RETRY_SECONDS = 1.0
-
-
-def _copy(obj: Any) -> Any:
-    clone = type(obj)()
-    clone.CopyFrom(obj)
-    return clone
 
 
 class StatefulSetController(Controller):
@@ -159,7 +153,9 @@ class StatefulSetController(Controller):
             current = update
             counts = count_pods(pods, current, update, shape.min_ready_seconds, now)
         await self._write_status(sts, counts, current, update, collisions)
-        await self._prune(sts, owned, {current, update, *(revision_of(p) for p in pods.values())})
+        await history.prune_revisions(
+            self.client, sts, owned, {current, update, *(revision_of(p) for p in pods.values())}
+        )
         if retry_after is not None:
             self.queue.add_after(key, retry_after + 0.05)
 
@@ -179,7 +175,7 @@ class StatefulSetController(Controller):
                 continue
             if ordinal is None or not self._adoptable(sts, pod):
                 continue
-            adopted = _copy(pod)
+            adopted = copy_of(pod)
             adopted.metadata.owner_references.append(controller_ref(sts))
             try:
                 found[ordinal] = await self.client.update(adopted)
@@ -254,7 +250,7 @@ class StatefulSetController(Controller):
             pvc = self.claims.get(f"{sts.metadata.namespace}/{name}")
             if pvc is None or any(r.uid == pod.metadata.uid for r in pvc.metadata.owner_references):
                 continue
-            owned = _copy(pvc)
+            owned = copy_of(pvc)
             ref = controller_ref(pod)
             ref.controller = False
             owned.metadata.owner_references.append(ref)
@@ -266,7 +262,7 @@ class StatefulSetController(Controller):
     async def _write_status(
         self, sts: Any, counts: Any, current: str, update: str, collisions: int
     ) -> None:
-        fresh = _copy(sts)
+        fresh = copy_of(sts)
         st = fresh.status
         st.observed_generation = sts.metadata.generation
         st.replicas = counts.replicas
@@ -284,16 +280,3 @@ class StatefulSetController(Controller):
             await self.client.update_status(fresh)
         except NotFoundError:
             pass
-
-    async def _prune(self, sts: Any, revisions: list[Any], in_use: Iterable[str]) -> None:
-        limit = history.history_limit(sts.spec)
-        for rev in history.revisions_to_prune(revisions, in_use, limit):
-            try:
-                await self.client.delete(
-                    "ControllerRevision",
-                    rev.metadata.name,
-                    rev.metadata.namespace,
-                    precondition_uid=rev.metadata.uid,
-                )
-            except NotFoundError:
-                pass

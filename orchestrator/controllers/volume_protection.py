@@ -29,7 +29,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from orchestrator.api.meta import meta
+from orchestrator.api.meta import copy_of, meta
 from orchestrator.client.client import Client, NotFoundError
 from orchestrator.controllers.base import Controller
 
@@ -126,12 +126,6 @@ def volume_releasable(pv: Any, claims: Mapping[str, Any]) -> bool:
 # -- the controller --------------------------------------------------------------------
 
 
-def _copy(obj: Any) -> Any:
-    clone = type(obj)()
-    clone.CopyFrom(obj)
-    return clone
-
-
 class VolumeProtectionController(Controller):
     name = "volume-protection"
 
@@ -211,7 +205,7 @@ class VolumeProtectionController(Controller):
         log.info("volume %s is not bound to a live claim: removed %s", name, PV_PROTECTION)
 
     async def _remove_finalizer(self, obj: Any, finalizer: str) -> None:
-        fresh = _copy(obj)
+        fresh = copy_of(obj)
         kept = [f for f in meta(fresh).finalizers if f != finalizer]
         del meta(fresh).finalizers[:]
         meta(fresh).finalizers.extend(kept)

@@ -24,7 +24,7 @@ from tests.support.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
 
-TIMEOUT = 20.0
+TIMEOUT = 45.0  # generous: the shared control plane runs every controller
 REVISION = "controller-revision-hash"
 
 
