@@ -10,16 +10,24 @@ the DaemonSets select it, so other tests' nodes do not count.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from orchestrator.api.meta import now_rfc3339
+from orchestrator.api.pb import coordination_v1_pb2 as coordination
 from orchestrator.api.pb import core_v1_pb2 as core
-from orchestrator.client.client import Client, ConflictError, InvalidError, NotFoundError
+from orchestrator.client.client import (
+    AlreadyExistsError,
+    Client,
+    ConflictError,
+    InvalidError,
+    NotFoundError,
+)
 from tests.support.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
@@ -58,6 +66,59 @@ async def add_node(
         key, effect = taint.split(":")
         node.spec.taints.add(key=key, value="x", effect=effect)
     await c.create(node)
+
+
+@contextlib.asynccontextmanager
+async def heartbeats(c: Client, nodes: list[str]) -> AsyncIterator[None]:
+    """Post Ready=True on each hollow node and renew its Lease every few
+    seconds while the test runs, as its agent would. Without them the node
+    lifecycle controller marks the nodes' pods not ready, and the DaemonSet
+    controller then, rightly, replaces every already-unavailable pod at once."""
+
+    async def renew_all() -> None:
+        for name in nodes:
+            lease = coordination.Lease(api_version="coordination.k8s.io/v1", kind="Lease")
+            lease.metadata.name = name
+            lease.metadata.namespace = "kube-node-lease"
+            lease.spec.holder_identity = name
+            lease.spec.lease_duration_seconds = 40
+            lease.spec.renew_time = now_rfc3339()
+            try:
+                current = await c.get("Lease", name, "kube-node-lease")
+            except NotFoundError:
+                with contextlib.suppress(AlreadyExistsError):
+                    await c.create(lease)
+                continue
+            current.spec.renew_time = lease.spec.renew_time
+            with contextlib.suppress(ConflictError, NotFoundError):
+                await c.update(current)
+
+    async def loop() -> None:
+        while True:
+            await renew_all()
+            await asyncio.sleep(5)
+
+    for name in nodes:  # a Ready condition, posted once as an agent does at start
+        node = await c.get("Node", name)
+        node.status.conditions.add(
+            type="Ready",
+            status="True",
+            reason="KubeletReady",
+            last_heartbeat_time=now_rfc3339(),
+            last_transition_time=now_rfc3339(),
+        )
+        await c.update_status(node)
+    await renew_all()
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        for name in nodes:
+            with contextlib.suppress(NotFoundError):
+                await c.delete("Lease", name, "kube-node-lease")
 
 
 async def edit(
@@ -107,9 +168,9 @@ async def kubelet_step(c: Client, ns: str, nodes: set[str] | None = None) -> Non
             if pod.metadata.deletion_timestamp:
                 await c.delete("Pod", pod.metadata.name, ns, grace_period=0)
             elif pod.status.phase != "Running" or not _ready(pod):
-                # As a live kubelet keeps reporting: these hollow nodes send no
-                # heartbeat, so after the startup grace the node lifecycle
-                # controller marks their pods not ready once.
+                # As a live kubelet keeps reporting: nodes without `heartbeats`
+                # never post Ready, so the node lifecycle controller marks
+                # their pods not ready.
                 pod.status.phase = "Running"
                 for cond in pod.status.conditions:
                     if cond.type == "Ready":
@@ -209,50 +270,52 @@ async def test_rolling_update_respects_max_unavailable(control_plane: ControlPla
         try:
             for name in nodes:
                 await add_node(c, name, ns)
-            await c.apply(
-                daemonset("agent", ns, type="RollingUpdate", rollingUpdate={"maxUnavailable": 1}),
-                namespace=ns,
-            )
-            placed = await on_nodes(c, ns, set(nodes))
-            old_hash = next(iter(placed.values()))[0].metadata.labels[REVISION]
+            async with heartbeats(c, nodes):
+                rolling = {"maxUnavailable": 1}
+                await c.apply(
+                    daemonset("agent", ns, type="RollingUpdate", rollingUpdate=rolling),
+                    namespace=ns,
+                )
+                placed = await on_nodes(c, ns, set(nodes))
+                old_hash = next(iter(placed.values()))[0].metadata.labels[REVISION]
 
-            async def ready_status() -> Any:
-                st = (await c.get("DaemonSet", "agent", ns)).status
-                return st if st.number_available == 3 else None
+                async def ready_status() -> Any:
+                    st = (await c.get("DaemonSet", "agent", ns)).status
+                    return st if st.number_available == 3 else None
 
-            await wait_for(ready_status, "3 available")
+                await wait_for(ready_status, "3 available")
 
-            def new_image(ds: Any) -> None:
-                ds.spec.template.spec.containers[0].image = "busybox:1.37"
+                def new_image(ds: Any) -> None:
+                    ds.spec.template.spec.containers[0].image = "busybox:1.37"
 
-            await edit(c, "DaemonSet", "agent", ns, new_image)
+                await edit(c, "DaemonSet", "agent", ns, new_image)
 
-            # Without the agent confirming, only one old pod is being replaced.
-            async def terminating() -> list[Any]:
-                pods = (await c.list("Pod", ns)).items
-                return [p for p in pods if p.metadata.deletion_timestamp]
+                # Without the agent confirming, only one old pod is being replaced.
+                async def terminating() -> list[Any]:
+                    pods = (await c.list("Pod", ns)).items
+                    return [p for p in pods if p.metadata.deletion_timestamp]
 
-            await wait_for(terminating, "an old pod being replaced")
-            await asyncio.sleep(0.5)
-            assert len(await terminating()) == 1
+                await wait_for(terminating, "an old pod being replaced")
+                await asyncio.sleep(0.5)
+                assert len(await terminating()) == 1
 
-            async def all_new() -> Any:
-                await kubelet_step(c, ns)
-                placed = await pods_by_node(c, ns)
-                hashes = {p.metadata.labels[REVISION] for ps in placed.values() for p in ps}
-                ok = set(placed) == set(nodes) and len(hashes) == 1 and old_hash not in hashes
-                return placed if ok else None
+                async def all_new() -> Any:
+                    await kubelet_step(c, ns)
+                    placed = await pods_by_node(c, ns)
+                    hashes = {p.metadata.labels[REVISION] for ps in placed.values() for p in ps}
+                    ok = set(placed) == set(nodes) and len(hashes) == 1 and old_hash not in hashes
+                    return placed if ok else None
 
-            await wait_for(all_new, "every node at the new revision")
+                await wait_for(all_new, "every node at the new revision")
 
-            async def updated() -> Any:
-                await kubelet_step(c, ns)
-                st = (await c.get("DaemonSet", "agent", ns)).status
-                return st if st.updated_number_scheduled == 3 and st.number_ready == 3 else None
+                async def updated() -> Any:
+                    await kubelet_step(c, ns)
+                    st = (await c.get("DaemonSet", "agent", ns)).status
+                    return st if st.updated_number_scheduled == 3 and st.number_ready == 3 else None
 
-            await wait_for(updated, "status: 3 updated and ready")
-            revisions = (await c.list("ControllerRevision", ns)).items
-            assert len(revisions) == 2
+                await wait_for(updated, "status: 3 updated and ready")
+                revisions = (await c.list("ControllerRevision", ns)).items
+                assert len(revisions) == 2
         finally:
             for name in nodes:
                 try:
