@@ -22,6 +22,7 @@ from orchestrator.api.codec import DecodeError, FieldError
 from orchestrator.api.kinds import KindInfo, kind_info
 from orchestrator.api.merge import json_equal, three_way_merge
 from orchestrator.api.meta import meta, now_rfc3339
+from orchestrator.api.names import dns1123_subdomain
 from orchestrator.apiserver import admission
 from orchestrator.apiserver.admission.quota import serialized as quota_serialized
 from orchestrator.apiserver.allocators import AllocationError, ServiceAllocator
@@ -238,6 +239,39 @@ class Registry:
                     raise
                 await self.consistent()
         raise Conflict(f"{_label(info, m.namespace, m.name)}: too many concurrent updates")
+
+    async def bind(self, namespace: str, name: str, node: str, *, uid: str = "") -> Message:
+        """The pods/binding subresource: set an unbound pod's spec.nodeName (and
+        PodScheduled=True) in one write, without the client sending the whole
+        pod or the full update path re-validating it. Conflict when the pod is
+        bound already, being deleted or (uid given) no longer the same pod."""
+        info = kind_info("Pod")
+        label = _label(info, namespace, name)
+        problems = dns1123_subdomain(node)
+        if problems:
+            raise Invalid(label, [FieldError("target.name", f"{node!r}: {p}") for p in problems])
+        await self.consistent()
+        for _attempt in range(_UNCONDITIONAL_RETRIES):
+            current = self.get_cached(info, namespace, name)
+            old: Any = current.decode()
+            if uid and old.metadata.uid != uid:
+                raise Conflict(
+                    f"Operation cannot be fulfilled on {label}: the pod was replaced "
+                    f"(its uid is {old.metadata.uid}, the binding names {uid})"
+                )
+            if old.spec.node_name:
+                raise Conflict(f'{label} is already assigned to node "{old.spec.node_name}"')
+            if old.metadata.deletion_timestamp:
+                raise Conflict(f"{label} is being deleted, cannot be assigned to a host")
+            new: Any = type(old)()
+            new.CopyFrom(old)
+            new.spec.node_name = node
+            admission.prepare_update(new, old)  # PodScheduled=True
+            try:
+                return await self._write(info, new, old, current.revision, False)
+            except Conflict:
+                await self.consistent()  # changed meanwhile: look again
+        raise Conflict(f"{label}: too many concurrent updates")
 
     def _merge_update(self, info: KindInfo, old: Message, obj: Message, status: bool) -> Message:
         new = type(old)()

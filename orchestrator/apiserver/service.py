@@ -182,6 +182,15 @@ class ApiService(pb_grpc.ApiServicer):
 
         return await self._call(context, run)
 
+    async def Bind(self, request: pb.BindRequest, context: Any) -> pb.Object:
+        async def run(user: UserInfo) -> pb.Object:
+            info = _kind("Pod")
+            ns = request.namespace or "default"
+            self._authorize(user, Attributes("create", info, ns, request.name, "binding"))
+            return _wrap(await self.registry.bind(ns, request.name, request.node, uid=request.uid))
+
+        return await self._call(context, run)
+
     async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:
         async def run(user: UserInfo) -> pb.DeleteResponse:
             info = _kind(request.kind)

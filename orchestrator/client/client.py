@@ -225,6 +225,14 @@ class Client:
         result: M = _decode(kind_info(resp.kind), resp.raw)
         return result
 
+    async def bind(self, namespace: str, name: str, node: str, *, uid: str = "") -> Any:
+        """Assign the unbound pod namespace/name to node (pods/binding); the
+        bound pod. ConflictError when it is bound already, being deleted or,
+        with uid, no longer that pod."""
+        request = pb.BindRequest(namespace=namespace, name=name, uid=uid, node=node)
+        resp = await self._unary(self._stub.Bind, request)
+        return _decode(kind_info("Pod"), resp.raw)
+
     async def delete(
         self,
         kind: str,

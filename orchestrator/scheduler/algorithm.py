@@ -13,14 +13,17 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from orchestrator.scheduler.framework import (
     SKIP,
     CycleState,
     FilterPlugin,
+    NodeLocalScorePlugin,
     Profile,
     Snapshot,
     Status,
+    WeightedScore,
 )
 from orchestrator.scheduler.nodeinfo import NodeInfo
 from orchestrator.scheduler.podinfo import PodInfo
@@ -31,6 +34,8 @@ NO_NODES_MESSAGE = "no nodes available to schedule pods"
 # Smallest batch of nodes filtered at once, so that a mostly full cluster is
 # not searched a handful of nodes at a time.
 MIN_CHUNK = 32
+# Distinct (profile, pod shape) keys remembered before starting afresh.
+MAX_MEMO_KEYS = 4096
 
 
 def num_feasible_nodes_to_find(percentage: int, num_all_nodes: int) -> int:
@@ -104,6 +109,8 @@ class Algorithm:
         self.percentage = percentage_of_nodes_to_score
         self.next_start = 0
         self._rng = random.Random(seed)
+        self._memo_keys: dict[tuple[object, ...], int] = {}
+        self._next_memo_key = 0
 
     def schedule(self, profile: Profile, pod: PodInfo, snapshot: Snapshot) -> ScheduleResult:
         nodes = snapshot.nodes
@@ -182,8 +189,15 @@ class Algorithm:
         nodes: list[NodeInfo],
         snapshot: Snapshot,
     ) -> list[int]:
-        totals: list[int] | None = None
+        local: list[tuple[NodeLocalScorePlugin, int]] = []
+        others: list[WeightedScore] = []
         for ws in profile.scores:
+            if getattr(ws.plugin, "score_node", None):  # see _batch_filter: not isinstance
+                local.append((cast(NodeLocalScorePlugin, ws.plugin), ws.weight))
+            else:
+                others.append(ws)
+        totals = self._local_totals(local, pod, nodes) if local else None
+        for ws in others:
             scores = ws.plugin.score(state, pod, nodes, snapshot)
             if scores is None:
                 continue
@@ -193,6 +207,37 @@ class Algorithm:
             else:
                 totals = [t + s * w for t, s in zip(totals, scores, strict=True)]
         return totals if totals is not None else [0] * len(nodes)
+
+    def _local_totals(
+        self, local: list[tuple[NodeLocalScorePlugin, int]], pod: PodInfo, nodes: list[NodeInfo]
+    ) -> list[int]:
+        """The weighted sum of the node-local scores of each node, from each
+        node's memo where the node has not changed since a pod of the same
+        key was scored."""
+        key = self._memo_key(local, pod)
+        totals = [n.score_memo.get(key, -1) for n in nodes]
+        for i, total in enumerate(totals):
+            if total < 0:
+                n = nodes[i]
+                total = 0
+                for plugin, weight in local:
+                    total += weight * plugin.score_node(pod, n)
+                totals[i] = n.score_memo[key] = total
+        return totals
+
+    def _memo_key(self, local: list[tuple[NodeLocalScorePlugin, int]], pod: PodInfo) -> int:
+        """A small int standing for (these plugins and weights, the pod's keys):
+        it is looked up on hundreds of nodes a cycle, and an int hashes at
+        once where a nested tuple is hashed anew each time. Numbers are never
+        reused, so an entry left on a node cannot be mistaken for another."""
+        raw = tuple((plugin, weight, plugin.local_key(pod)) for plugin, weight in local)
+        key = self._memo_keys.get(raw)
+        if key is None:
+            if len(self._memo_keys) >= MAX_MEMO_KEYS:
+                self._memo_keys.clear()
+            key = self._memo_keys[raw] = self._next_memo_key
+            self._next_memo_key += 1
+        return key
 
     def select(self, nodes: list[NodeInfo], totals: list[int]) -> NodeInfo:
         """The best-scoring node; ties broken at random so that equal nodes share load."""

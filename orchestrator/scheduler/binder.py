@@ -1,9 +1,9 @@
 """Binding and the PodScheduled condition: the scheduler's only writes.
 
-Binding is an update of the pod's spec.nodeName, compare-and-swap on the
-resourceVersion the scheduler saw (the apiserver lets nodeName be set once).
-A conflict means the pod changed meanwhile: re-read it and try again if it
-is the same pod and still unbound; if something else bound it, give up.
+Binding goes through the pods/binding subresource: the apiserver sets
+spec.nodeName and PodScheduled=True on the stored pod if it is still the
+same pod and unbound, so a status write by someone else meanwhile does not
+conflict, and nothing but names travels.
 """
 
 from __future__ import annotations
@@ -58,31 +58,18 @@ def with_condition(pod: Any, status: str, reason: str, message: str) -> Any:
 
 
 async def bind(client: Any, pod: Any, node: str) -> Any:
-    """Set pod's nodeName to node; returns the bound pod. Raises BindError when
-    the pod was bound elsewhere or replaced, and the client's errors
-    (NotFoundError when deleted) otherwise."""
+    """Bind pod to node through the pods/binding subresource; returns the bound
+    pod. Raises BindError when the pod was bound elsewhere, replaced or is
+    being deleted, and the client's errors (NotFoundError when deleted)
+    otherwise. A bind whose reply was lost and is found done counts as done."""
     m = pod.metadata
-    obj = _copy(pod)
-    obj.spec.node_name = node
-    for _ in range(MAX_CONFLICT_RETRIES):
-        try:
-            return await client.update(obj)
-        except ConflictError:
-            fresh = await client.get("Pod", m.name, m.namespace)
-            if fresh.metadata.uid != m.uid:
-                raise BindError(f"pod {m.namespace}/{m.name} was replaced (uid changed)") from None
-            if fresh.spec.node_name:
-                if fresh.spec.node_name == node:
-                    return fresh
-                raise BindError(
-                    f'pod {m.namespace}/{m.name} is already bound to node "{fresh.spec.node_name}"'
-                ) from None
-            obj = fresh
-            obj.spec.node_name = node
-    raise BindError(
-        f"pod {m.namespace}/{m.name}: binding to {node} kept conflicting "
-        f"({MAX_CONFLICT_RETRIES} attempts)"
-    )
+    try:
+        return await client.bind(m.namespace, m.name, node, uid=m.uid)
+    except ConflictError as exc:
+        fresh = await client.get("Pod", m.name, m.namespace)
+        if fresh.metadata.uid == m.uid and fresh.spec.node_name == node:
+            return fresh
+        raise BindError(exc.message) from None
 
 
 async def write_condition(client: Any, pod: Any, status: str, reason: str, message: str) -> bool:

@@ -18,7 +18,7 @@ plugin over the nodes that passed. Differences, all for speed in Python:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -179,6 +179,23 @@ class ScorePlugin(Plugin, Protocol):
         self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo], snapshot: Snapshot
     ) -> list[int] | None:
         """Scores 0..100 for `nodes`, higher is better; None: no preference."""
+
+
+@runtime_checkable
+class NodeLocalScorePlugin(ScorePlugin, Protocol):
+    """A score that depends only on the node and on `local_key(pod)`, and
+    needs no normalization across nodes (NodeResourcesFit, BalancedAllocation).
+
+    The framework sums such plugins' weighted scores once per node and pod
+    key and keeps the sum on the node until the node changes, so the
+    consecutive pods of a workload look each unchanged node up instead of
+    scoring it again."""
+
+    def local_key(self, pod: PodInfo) -> Hashable:
+        """What of the pod the score depends on (equal keys, equal scores)."""
+
+    def score_node(self, pod: PodInfo, node: NodeInfo) -> int:
+        """The score 0..100 of one node."""
 
 
 def normalize(scores: list[int], *, reverse: bool = False) -> list[int]:

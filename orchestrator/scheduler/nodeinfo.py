@@ -98,7 +98,7 @@ class NodeInfo:
         # Scores that depend only on this node and a key of the pod (its
         # requests), kept until the node changes: consecutive pods of one
         # workload score an unchanged node the same.
-        self.score_memo: dict[tuple[object, ...], int] = {}
+        self.score_memo: dict[int, int] = {}
         self.generation = 0
 
     def __repr__(self) -> str:

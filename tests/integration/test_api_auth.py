@@ -517,6 +517,11 @@ async def test_node_updates_status_of_its_own_pods_only(
     with pytest.raises(ForbiddenError):
         await node_a.create(pod("pod-new", ns, NODE_A))
     assert (await admin.get("Pod", "pod-b", ns)).status.phase == "Pending"
+    # Placing pods is the scheduler's: a node may not bind one, not even to itself.
+    await admin.create(pod("pod-unbound", ns, ""))
+    with pytest.raises(ForbiddenError, match="pods/binding"):
+        await node_a.bind(ns, "pod-unbound", NODE_A)
+    assert not (await admin.get("Pod", "pod-unbound", ns)).spec.node_name
 
 
 # -- bootstrap tokens ------------------------------------------------------------------------

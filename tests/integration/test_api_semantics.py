@@ -281,6 +281,53 @@ async def test_status_update_with_stale_resource_version_conflicts(client: Clien
         await client.update_status(created)  # still carries the first resourceVersion
 
 
+# -- the binding subresource ----------------------------------------------------------------
+
+
+async def test_binding_assigns_an_unbound_pod_once(client: Client, ns: str) -> None:
+    created = await client.create(pod("bind-me", ns))
+    created.status.phase = "Pending"
+    await client.update_status(created)  # the scheduler's copy is now stale: no matter
+    bound = await client.bind(ns, "bind-me", "node-1", uid=created.metadata.uid)
+    assert bound.spec.node_name == "node-1"
+    scheduled = [c for c in bound.status.conditions if c.type == "PodScheduled"]
+    assert [(c.status, bool(c.last_transition_time)) for c in scheduled] == [("True", True)]
+    stored = await client.get("Pod", "bind-me", ns)
+    assert stored.spec.node_name == "node-1"
+    assert stored.metadata.resource_version == bound.metadata.resource_version
+    with pytest.raises(ConflictError, match='already assigned to node "node-1"'):
+        await client.bind(ns, "bind-me", "node-2")
+    await client.delete("Pod", "bind-me", ns, grace_period=0)
+
+
+async def test_binding_refuses_a_replaced_missing_or_misnamed_target(
+    client: Client, ns: str
+) -> None:
+    first = await client.create(pod("replaced", ns))
+    await client.delete("Pod", "replaced", ns)  # unbound: gone at once
+    await client.create(pod("replaced", ns))
+    with pytest.raises(ConflictError, match="was replaced"):
+        await client.bind(ns, "replaced", "node-1", uid=first.metadata.uid)
+    assert not (await client.get("Pod", "replaced", ns)).spec.node_name
+    with pytest.raises(InvalidError, match=r"target\.name"):
+        await client.bind(ns, "replaced", "Not_A_Node")
+    with pytest.raises(NotFoundError):
+        await client.bind(ns, "never-created", "node-1")
+
+
+async def test_binding_refuses_a_pod_being_deleted(client: Client, ns: str) -> None:
+    await client.create(pod("leaving", ns))
+    held = await client.get("Pod", "leaving", ns)
+    held.metadata.finalizers.append("example.com/hold")
+    await client.update(held)
+    await client.delete("Pod", "leaving", ns)  # held by the finalizer: deleting, still there
+    with pytest.raises(ConflictError, match="being deleted"):
+        await client.bind(ns, "leaving", "node-1")
+    held = await client.get("Pod", "leaving", ns)
+    del held.metadata.finalizers[:]
+    await client.update(held)
+
+
 # -- finalizers and graceful deletion --------------------------------------------------------
 
 

@@ -98,16 +98,26 @@ async def heartbeats(c: Client, nodes: list[str]) -> AsyncIterator[None]:
             await renew_all()
             await asyncio.sleep(5)
 
+    async def post_ready(name: str) -> None:
+        for _ in range(20):  # the node lifecycle controller may write it too
+            node = await c.get("Node", name)
+            del node.status.conditions[:]
+            node.status.conditions.add(
+                type="Ready",
+                status="True",
+                reason="KubeletReady",
+                last_heartbeat_time=now_rfc3339(),
+                last_transition_time=now_rfc3339(),
+            )
+            try:
+                await c.update_status(node)
+                return
+            except ConflictError:
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"could not post Ready on node {name}")
+
     for name in nodes:  # a Ready condition, posted once as an agent does at start
-        node = await c.get("Node", name)
-        node.status.conditions.add(
-            type="Ready",
-            status="True",
-            reason="KubeletReady",
-            last_heartbeat_time=now_rfc3339(),
-            last_transition_time=now_rfc3339(),
-        )
-        await c.update_status(node)
+        await post_ready(name)
     await renew_all()
     task = asyncio.create_task(loop())
     try:

@@ -180,12 +180,12 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
 
 
 class FakeClient:
-    """Holds one pod; update/update_status compare resourceVersions like the apiserver."""
+    """Holds one pod; update_status compares resourceVersions like the apiserver."""
 
     def __init__(self, pod: Any) -> None:
         self.pod = pod
         self.pod.metadata.resource_version = "1"
-        self.updates = 0
+        self.binds = 0
         self.status_updates = 0
 
     def _cas(self, obj: Any) -> None:
@@ -198,10 +198,18 @@ class FakeClient:
         out.CopyFrom(self.pod)
         return out
 
-    async def update(self, obj: Any) -> Any:
-        self.updates += 1
-        self._cas(obj)
-        self.pod.spec.CopyFrom(obj.spec)
+    async def bind(self, namespace: str, name: str, node: str, *, uid: str = "") -> Any:
+        """As the apiserver's pods/binding: no resourceVersion, but the pod must
+        be the same one and unbound."""
+        self.binds += 1
+        if uid and uid != self.pod.metadata.uid:
+            raise ConflictError(grpc.StatusCode.ABORTED, "the pod was replaced")
+        if self.pod.spec.node_name:
+            raise ConflictError(
+                grpc.StatusCode.ABORTED,
+                f'pod {name} is already assigned to node "{self.pod.spec.node_name}"',
+            )
+        self.pod.spec.node_name = node
         return self._bump()
 
     async def update_status(self, obj: Any) -> Any:
@@ -216,20 +224,35 @@ class FakeClient:
         return out
 
 
-async def test_bind_retries_a_conflict_while_unbound() -> None:
+async def test_bind_needs_no_fresh_copy_of_an_unbound_pod() -> None:
     client = FakeClient(make_pod("p"))
     stale = make_pod("p")
-    stale.metadata.resource_version = "0"
+    stale.metadata.resource_version = "0"  # a status write happened since
     bound = await bind(client, stale, "n1")
-    assert bound.spec.node_name == "n1" and client.updates == 2
+    assert bound.spec.node_name == "n1" and client.binds == 1
 
 
 async def test_bind_gives_up_when_bound_elsewhere() -> None:
     client = FakeClient(make_pod("p", node_name="other"))
-    stale = make_pod("p")
-    stale.metadata.resource_version = "0"
-    with pytest.raises(BindError, match='already bound to node "other"'):
-        await bind(client, stale, "n1")
+    with pytest.raises(BindError, match='already assigned to node "other"'):
+        await bind(client, make_pod("p"), "n1")
+
+
+async def test_bind_found_done_counts_as_done() -> None:
+    # The first reply was lost and the scheduler retried: the pod is already on n1.
+    client = FakeClient(make_pod("p", node_name="n1"))
+    bound = await bind(client, make_pod("p"), "n1")
+    assert bound.spec.node_name == "n1"
+
+
+async def test_bind_refuses_a_replaced_pod() -> None:
+    client = FakeClient(make_pod("p"))
+    client.pod.metadata.uid = "new-uid"
+    old = make_pod("p")
+    old.metadata.uid = "old-uid"
+    with pytest.raises(BindError, match="replaced"):
+        await bind(client, old, "n1")
+    assert not client.pod.spec.node_name
 
 
 async def test_condition_written_only_when_changed() -> None:

@@ -176,3 +176,74 @@ def test_ties_are_broken_at_random() -> None:
         for i in range(40)
     }
     assert len(picks) > 1
+
+
+class CountingLocal:
+    """A node-local score (free cpu in whole cores) that counts its calls."""
+
+    name = "CountingLocal"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def local_key(self, pod: PodInfo) -> int:
+        return pod.requests.cpu
+
+    def score_node(self, pod: PodInfo, node: NodeInfo) -> int:
+        self.calls += 1
+        return min(100, (node.free_cpu - pod.requests.cpu) // 1000)
+
+    def score(
+        self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo], snapshot: object
+    ) -> list[int]:
+        return [self.score_node(pod, n) for n in nodes]
+
+
+def test_node_local_scores_are_summed_once_per_node_until_it_changes() -> None:
+    local = CountingLocal()
+    prof = Profile(
+        "test",
+        scores=[WeightedScore(local, 3), WeightedScore(Fixed("F", [0, 0, 1]), 1)],
+    )
+    cache = cluster(3, cpu="8")
+    alg = Algorithm(seed=1)
+    pod = pod_info(make_pod("p0", cpu="1"))
+    state = CycleState()
+    nodes = list(cache.snapshot().nodes)
+    # 3 * 7 free cores after the pod, plus the non-local score.
+    assert alg.score(prof, state, pod, nodes, cache.snapshot()) == [21, 21, 22]
+    assert local.calls == 3
+    # A pod of the same key reuses every node's sum; another key does not.
+    assert alg.score(prof, state, pod_info(make_pod("p1", cpu="1")), nodes, cache.snapshot()) == [
+        21,
+        21,
+        22,
+    ]
+    assert local.calls == 3
+    alg.score(prof, state, pod_info(make_pod("p2", cpu="2")), nodes, cache.snapshot())
+    assert local.calls == 6
+    # A node that takes a pod is scored afresh, the others are not.
+    cache.assume(pod, "n0000")
+    nodes = list(cache.snapshot().nodes)
+    assert alg.score(prof, state, pod, nodes, cache.snapshot()) == [18, 21, 22]
+    assert local.calls == 7
+
+
+def test_memoized_scores_match_the_plugins_own() -> None:
+    # Built-in node-local plugins: the fast path must give what score() gives.
+    cache = cluster(20, cpu="4", memory="8Gi")
+    alg = Algorithm(seed=5)
+    prof = profile()
+    for i in range(40):
+        info = pod_info(make_pod(f"p{i}", cpu=f"{100 + 50 * (i % 3)}m", memory="256Mi"))
+        nodes = list(cache.snapshot().nodes)
+        want = [0] * len(nodes)
+        for ws in prof.scores:
+            got = ws.plugin.score(CycleState(), info, nodes, cache.snapshot())
+            if got is not None and hasattr(ws.plugin, "score_node"):
+                want = [w + s * ws.weight for w, s in zip(want, got, strict=True)]
+        local_only = Profile(
+            "local", scores=[ws for ws in prof.scores if hasattr(ws.plugin, "score_node")]
+        )
+        assert alg.score(local_only, CycleState(), info, nodes, cache.snapshot()) == want
+        cache.assume(info, alg.schedule(prof, info, cache.snapshot()).node)

@@ -19,7 +19,7 @@ class FakeClient:
     checks are not what these tests are about."""
 
     def __init__(self) -> None:
-        self.updates: list[Any] = []
+        self.binds: list[tuple[str, str, str]] = []
         self.status_updates: list[Any] = []
         self.created: list[Any] = []
 
@@ -29,9 +29,9 @@ class FakeClient:
         out.metadata.resource_version = str(int(obj.metadata.resource_version or "0") + 1)
         return out
 
-    async def update(self, obj: Any) -> Any:
-        self.updates.append(obj)
-        return self._stored(obj)
+    async def bind(self, namespace: str, name: str, node: str, *, uid: str = "") -> Any:
+        self.binds.append((namespace, name, node))
+        return make_pod(name, namespace, node_name=node)
 
     async def update_status(self, obj: Any) -> Any:
         self.status_updates.append(obj)
@@ -74,12 +74,11 @@ async def test_a_cycle_binds_and_records_the_event() -> None:
     s._on_node("ADDED", make_node("n1"), None)
     s._on_pod("ADDED", make_pod("web", cpu="1"), None)
     assert await cycle(s)
-    (bound,) = client.updates
-    assert bound.spec.node_name == "n1"
+    assert client.binds == [("default", "web", "n1")]
     assert s.stats.scheduled == 1
     assert s.cache.is_assumed("default/web")
     # The informer shows the binding: the assumption is confirmed.
-    s._on_pod("MODIFIED", bound, make_pod("web", cpu="1"))
+    s._on_pod("MODIFIED", make_pod("web", cpu="1", node_name="n1"), make_pod("web", cpu="1"))
     assert s.cache.has_pod("default/web") and not s.cache.is_assumed("default/web")
     event = s.recorder._queue.get_nowait()
     assert event[1:4] == ("Normal", "Scheduled", "Successfully assigned default/web to n1")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from orchestrator.api.pb import agent_pb2 as orchestrator_dot_api_dot_pb_dot_agent__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$orchestrator/api/pb/apiservice.proto\x12\x0borch.api.v1\x1a\x1forchestrator/api/pb/agent.proto\"#\n\x06Object\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03raw\x18\x02 \x01(\x0c\"E\n\rCreateRequest\x12#\n\x06object\x18\x01 \x01(\x0b\x32\x13.orch.api.v1.Object\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\";\n\nGetRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\x85\x01\n\x0bListRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x05\x12\x16\n\x0e\x63ontinue_token\x18\x06 \x01(\t\"]\n\x0cListResponse\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05items\x18\x02 \x03(\x0c\x12\x18\n\x10resource_version\x18\x03 \x01(\t\x12\x16\n\x0e\x63ontinue_token\x18\x04 \x01(\t\"U\n\rUpdateRequest\x12#\n\x06object\x18\x01 \x01(\x0b\x32\x13.orch.api.v1.Object\x12\x0e\n\x06status\x18\x02 \x01(\x08\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"\xe8\x01\n\rDeleteRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12!\n\x14grace_period_seconds\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x1a\n\x12propagation_policy\x18\x05 \x01(\t\x12\x18\n\x10precondition_uid\x18\x06 \x01(\t\x12%\n\x1dprecondition_resource_version\x18\x07 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x08 \x01(\x08\x42\x17\n\x15_grace_period_seconds\"F\n\x0e\x44\x65leteResponse\x12#\n\x06object\x18\x01 \x01(\x0b\x32\x13.orch.api.v1.Object\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\"\x92\x01\n\x0cWatchRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x04 \x01(\t\x12\x18\n\x10resource_version\x18\x05 \x01(\t\x12\x17\n\x0f\x61llow_bookmarks\x18\x06 \x01(\x08\"O\n\nWatchEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0b\n\x03raw\x18\x03 \x01(\x0c\x12\x18\n\x10resource_version\x18\x04 \x01(\t\"Q\n\x0c\x41pplyRequest\x12\x15\n\rmanifest_json\x18\x01 \x01(\t\x12\x19\n\x11\x64\x65\x66\x61ult_namespace\x18\x02 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"E\n\rApplyResponse\x12#\n\x06object\x18\x01 \x01(\x0b\x32\x13.orch.api.v1.Object\x12\x0f\n\x07outcome\x18\x02 \x01(\t\"\x10\n\x0eVersionRequest\"O\n\x0fVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05store\x18\x02 \x01(\t\x12\x0c\n\x04user\x18\x03 \x01(\t\x12\x0e\n\x06groups\x18\x04 \x03(\t\"\xd0\x01\n\x0ePodLogsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12\x17\n\ntail_lines\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x1a\n\rsince_seconds\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\ntimestamps\x18\x07 \x01(\x08\x12\x10\n\x08previous\x18\x08 \x01(\x08\x42\r\n\x0b_tail_linesB\x10\n\x0e_since_seconds\"L\n\x11PodMetricsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x16\n\x0elabel_selector\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\xa6\x01\n\nPodMetrics\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x11\n\ttimestamp\x18\x05 \x01(\t\x12\x16\n\x0ewindow_seconds\x18\x06 \x01(\x01\x12\x31\n\ncontainers\x18\x07 \x03(\x0b\x32\x1d.orch.agent.v1.ContainerStats\"<\n\x12PodMetricsResponse\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.orch.api.v1.PodMetrics\":\n\x12NodeMetricsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0elabel_selector\x18\x02 \x01(\t\"\x80\x01\n\x0bNodeMetrics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttimestamp\x18\x02 \x01(\t\x12\x16\n\x0ewindow_seconds\x18\x03 \x01(\x01\x12\x16\n\x0e\x63pu_millicores\x18\x04 \x01(\x03\x12 \n\x18memory_working_set_bytes\x18\x05 \x01(\x03\">\n\x13NodeMetricsResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.orch.api.v1.NodeMetrics2\x9d\x06\n\x03\x41pi\x12\x39\n\x06\x43reate\x12\x1a.orch.api.v1.CreateRequest\x1a\x13.orch.api.v1.Object\x12\x33\n\x03Get\x12\x17.orch.api.v1.GetRequest\x1a\x13.orch.api.v1.Object\x12;\n\x04List\x12\x18.orch.api.v1.ListRequest\x1a\x19.orch.api.v1.ListResponse\x12\x39\n\x06Update\x12\x1a.orch.api.v1.UpdateRequest\x1a\x13.orch.api.v1.Object\x12\x41\n\x06\x44\x65lete\x12\x1a.orch.api.v1.DeleteRequest\x1a\x1b.orch.api.v1.DeleteResponse\x12=\n\x05Watch\x12\x19.orch.api.v1.WatchRequest\x1a\x17.orch.api.v1.WatchEvent0\x01\x12>\n\x05\x41pply\x12\x19.orch.api.v1.ApplyRequest\x1a\x1a.orch.api.v1.ApplyResponse\x12\x44\n\x07Version\x12\x1b.orch.api.v1.VersionRequest\x1a\x1c.orch.api.v1.VersionResponse\x12\x41\n\x07PodLogs\x12\x1b.orch.api.v1.PodLogsRequest\x1a\x17.orch.agent.v1.LogChunk0\x01\x12\x42\n\x07PodExec\x12\x18.orch.agent.v1.ExecInput\x1a\x19.orch.agent.v1.ExecOutput(\x01\x30\x01\x12M\n\nPodMetrics\x12\x1e.orch.api.v1.PodMetricsRequest\x1a\x1f.orch.api.v1.PodMetricsResponse\x12P\n\x0bNodeMetrics\x12\x1f.orch.api.v1.NodeMetricsRequest\x1a .orch.api.v1.NodeMetricsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$orchestrator/api/pb/apiservice.proto\x12\x0borch.api.v1\x1a\x1forchestrator/api/pb/agent.proto\"#\n\x06Object\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03raw\x18\x02 \x01(\x0c\"E\n\rCreateRequest\x12#\n\x06object\x18\x01 \x01(\x0b\x32\x13.orch.api.v1.Object\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\";\n\nGetRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\x85\x01\n\x0bListRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x05\x12\x16\n\x0e\x63ontinue_token\x18\x06 \x01(\t\"]\n\x0cListResponse\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05items\x18\x02 \x03(\x0c\x12\x18\n\x10resource_version\x18\x03 \x01(\t\x12\x16\n\x0e\x63ontinue_token\x18\x04 \x01(\t\"U\n\rUpdateRequest\x12#\n\x06object\x18\x01 \x01(\x0b\x32\x13.orch.api.v1.Object\x12\x0e\n\x06status\x18\x02 \x01(\x08\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"I\n\x0b\x42indRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x0c\n\x04node\x18\x04 \x01(\t\"\xe8\x01\n\rDeleteRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12!\n\x14grace_period_seconds\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x1a\n\x12propagation_policy\x18\x05 \x01(\t\x12\x18\n\x10precondition_uid\x18\x06 \x01(\t\x12%\n\x1dprecondition_resource_version\x18\x07 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x08 \x01(\x08\x42\x17\n\x15_grace_period_seconds\"F\n\x0e\x44\x65leteResponse\x12#\n\x06object\x18\x01 \x01(\x0b\x32\x13.orch.api.v1.Object\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\"\x92\x01\n\x0cWatchRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x04 \x01(\t\x12\x18\n\x10resource_version\x18\x05 \x01(\t\x12\x17\n\x0f\x61llow_bookmarks\x18\x06 \x01(\x08\"O\n\nWatchEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0b\n\x03raw\x18\x03 \x01(\x0c\x12\x18\n\x10resource_version\x18\x04 \x01(\t\"Q\n\x0c\x41pplyRequest\x12\x15\n\rmanifest_json\x18\x01 \x01(\t\x12\x19\n\x11\x64\x65\x66\x61ult_namespace\x18\x02 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"E\n\rApplyResponse\x12#\n\x06object\x18\x01 \x01(\x0b\x32\x13.orch.api.v1.Object\x12\x0f\n\x07outcome\x18\x02 \x01(\t\"\x10\n\x0eVersionRequest\"O\n\x0fVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05store\x18\x02 \x01(\t\x12\x0c\n\x04user\x18\x03 \x01(\t\x12\x0e\n\x06groups\x18\x04 \x03(\t\"\xd0\x01\n\x0ePodLogsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12\x17\n\ntail_lines\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x1a\n\rsince_seconds\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\ntimestamps\x18\x07 \x01(\x08\x12\x10\n\x08previous\x18\x08 \x01(\x08\x42\r\n\x0b_tail_linesB\x10\n\x0e_since_seconds\"L\n\x11PodMetricsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x16\n\x0elabel_selector\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\xa6\x01\n\nPodMetrics\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x11\n\ttimestamp\x18\x05 \x01(\t\x12\x16\n\x0ewindow_seconds\x18\x06 \x01(\x01\x12\x31\n\ncontainers\x18\x07 \x03(\x0b\x32\x1d.orch.agent.v1.ContainerStats\"<\n\x12PodMetricsResponse\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.orch.api.v1.PodMetrics\":\n\x12NodeMetricsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0elabel_selector\x18\x02 \x01(\t\"\x80\x01\n\x0bNodeMetrics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttimestamp\x18\x02 \x01(\t\x12\x16\n\x0ewindow_seconds\x18\x03 \x01(\x01\x12\x16\n\x0e\x63pu_millicores\x18\x04 \x01(\x03\x12 \n\x18memory_working_set_bytes\x18\x05 \x01(\x03\">\n\x13NodeMetricsResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.orch.api.v1.NodeMetrics2\xd4\x06\n\x03\x41pi\x12\x39\n\x06\x43reate\x12\x1a.orch.api.v1.CreateRequest\x1a\x13.orch.api.v1.Object\x12\x33\n\x03Get\x12\x17.orch.api.v1.GetRequest\x1a\x13.orch.api.v1.Object\x12;\n\x04List\x12\x18.orch.api.v1.ListRequest\x1a\x19.orch.api.v1.ListResponse\x12\x39\n\x06Update\x12\x1a.orch.api.v1.UpdateRequest\x1a\x13.orch.api.v1.Object\x12\x35\n\x04\x42ind\x12\x18.orch.api.v1.BindRequest\x1a\x13.orch.api.v1.Object\x12\x41\n\x06\x44\x65lete\x12\x1a.orch.api.v1.DeleteRequest\x1a\x1b.orch.api.v1.DeleteResponse\x12=\n\x05Watch\x12\x19.orch.api.v1.WatchRequest\x1a\x17.orch.api.v1.WatchEvent0\x01\x12>\n\x05\x41pply\x12\x19.orch.api.v1.ApplyRequest\x1a\x1a.orch.api.v1.ApplyResponse\x12\x44\n\x07Version\x12\x1b.orch.api.v1.VersionRequest\x1a\x1c.orch.api.v1.VersionResponse\x12\x41\n\x07PodLogs\x12\x1b.orch.api.v1.PodLogsRequest\x1a\x17.orch.agent.v1.LogChunk0\x01\x12\x42\n\x07PodExec\x12\x18.orch.agent.v1.ExecInput\x1a\x19.orch.agent.v1.ExecOutput(\x01\x30\x01\x12M\n\nPodMetrics\x12\x1e.orch.api.v1.PodMetricsRequest\x1a\x1f.orch.api.v1.PodMetricsResponse\x12P\n\x0bNodeMetrics\x12\x1f.orch.api.v1.NodeMetricsRequest\x1a .orch.api.v1.NodeMetricsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,36 +44,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTRESPONSE']._serialized_end=484
   _globals['_UPDATEREQUEST']._serialized_start=486
   _globals['_UPDATEREQUEST']._serialized_end=571
-  _globals['_DELETEREQUEST']._serialized_start=574
-  _globals['_DELETEREQUEST']._serialized_end=806
-  _globals['_DELETERESPONSE']._serialized_start=808
-  _globals['_DELETERESPONSE']._serialized_end=878
-  _globals['_WATCHREQUEST']._serialized_start=881
-  _globals['_WATCHREQUEST']._serialized_end=1027
-  _globals['_WATCHEVENT']._serialized_start=1029
-  _globals['_WATCHEVENT']._serialized_end=1108
-  _globals['_APPLYREQUEST']._serialized_start=1110
-  _globals['_APPLYREQUEST']._serialized_end=1191
-  _globals['_APPLYRESPONSE']._serialized_start=1193
-  _globals['_APPLYRESPONSE']._serialized_end=1262
-  _globals['_VERSIONREQUEST']._serialized_start=1264
-  _globals['_VERSIONREQUEST']._serialized_end=1280
-  _globals['_VERSIONRESPONSE']._serialized_start=1282
-  _globals['_VERSIONRESPONSE']._serialized_end=1361
-  _globals['_PODLOGSREQUEST']._serialized_start=1364
-  _globals['_PODLOGSREQUEST']._serialized_end=1572
-  _globals['_PODMETRICSREQUEST']._serialized_start=1574
-  _globals['_PODMETRICSREQUEST']._serialized_end=1650
-  _globals['_PODMETRICS']._serialized_start=1653
-  _globals['_PODMETRICS']._serialized_end=1819
-  _globals['_PODMETRICSRESPONSE']._serialized_start=1821
-  _globals['_PODMETRICSRESPONSE']._serialized_end=1881
-  _globals['_NODEMETRICSREQUEST']._serialized_start=1883
-  _globals['_NODEMETRICSREQUEST']._serialized_end=1941
-  _globals['_NODEMETRICS']._serialized_start=1944
-  _globals['_NODEMETRICS']._serialized_end=2072
-  _globals['_NODEMETRICSRESPONSE']._serialized_start=2074
-  _globals['_NODEMETRICSRESPONSE']._serialized_end=2136
-  _globals['_API']._serialized_start=2139
-  _globals['_API']._serialized_end=2936
+  _globals['_BINDREQUEST']._serialized_start=573
+  _globals['_BINDREQUEST']._serialized_end=646
+  _globals['_DELETEREQUEST']._serialized_start=649
+  _globals['_DELETEREQUEST']._serialized_end=881
+  _globals['_DELETERESPONSE']._serialized_start=883
+  _globals['_DELETERESPONSE']._serialized_end=953
+  _globals['_WATCHREQUEST']._serialized_start=956
+  _globals['_WATCHREQUEST']._serialized_end=1102
+  _globals['_WATCHEVENT']._serialized_start=1104
+  _globals['_WATCHEVENT']._serialized_end=1183
+  _globals['_APPLYREQUEST']._serialized_start=1185
+  _globals['_APPLYREQUEST']._serialized_end=1266
+  _globals['_APPLYRESPONSE']._serialized_start=1268
+  _globals['_APPLYRESPONSE']._serialized_end=1337
+  _globals['_VERSIONREQUEST']._serialized_start=1339
+  _globals['_VERSIONREQUEST']._serialized_end=1355
+  _globals['_VERSIONRESPONSE']._serialized_start=1357
+  _globals['_VERSIONRESPONSE']._serialized_end=1436
+  _globals['_PODLOGSREQUEST']._serialized_start=1439
+  _globals['_PODLOGSREQUEST']._serialized_end=1647
+  _globals['_PODMETRICSREQUEST']._serialized_start=1649
+  _globals['_PODMETRICSREQUEST']._serialized_end=1725
+  _globals['_PODMETRICS']._serialized_start=1728
+  _globals['_PODMETRICS']._serialized_end=1894
+  _globals['_PODMETRICSRESPONSE']._serialized_start=1896
+  _globals['_PODMETRICSRESPONSE']._serialized_end=1956
+  _globals['_NODEMETRICSREQUEST']._serialized_start=1958
+  _globals['_NODEMETRICSREQUEST']._serialized_end=2016
+  _globals['_NODEMETRICS']._serialized_start=2019
+  _globals['_NODEMETRICS']._serialized_end=2147
+  _globals['_NODEMETRICSRESPONSE']._serialized_start=2149
+  _globals['_NODEMETRICSRESPONSE']._serialized_end=2211
+  _globals['_API']._serialized_start=2214
+  _globals['_API']._serialized_end=3066
 # @@protoc_insertion_point(module_scope)

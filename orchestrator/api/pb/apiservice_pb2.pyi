@@ -71,6 +71,18 @@ class UpdateRequest(_message.Message):
     dry_run: bool
     def __init__(self, object: _Optional[_Union[Object, _Mapping]] = ..., status: _Optional[bool] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
+class BindRequest(_message.Message):
+    __slots__ = ("namespace", "name", "uid", "node")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    uid: str
+    node: str
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., uid: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
+
 class DeleteRequest(_message.Message):
     __slots__ = ("kind", "namespace", "name", "grace_period_seconds", "propagation_policy", "precondition_uid", "precondition_resource_version", "dry_run")
     KIND_FIELD_NUMBER: _ClassVar[int]

@@ -55,6 +55,11 @@ class ApiStub:
                 request_serializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.UpdateRequest.SerializeToString,
                 response_deserializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.Object.FromString,
                 _registered_method=True)
+        self.Bind = channel.unary_unary(
+                '/orch.api.v1.Api/Bind',
+                request_serializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.BindRequest.SerializeToString,
+                response_deserializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.Object.FromString,
+                _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/orch.api.v1.Api/Delete',
                 request_serializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.DeleteRequest.SerializeToString,
@@ -119,6 +124,12 @@ class ApiServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Update(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Bind(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -196,6 +207,11 @@ def add_ApiServicer_to_server(servicer, server):
             'Update': grpc.unary_unary_rpc_method_handler(
                     servicer.Update,
                     request_deserializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.UpdateRequest.FromString,
+                    response_serializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.Object.SerializeToString,
+            ),
+            'Bind': grpc.unary_unary_rpc_method_handler(
+                    servicer.Bind,
+                    request_deserializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.BindRequest.FromString,
                     response_serializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.Object.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
@@ -346,6 +362,33 @@ class Api:
             target,
             '/orch.api.v1.Api/Update',
             orchestrator_dot_api_dot_pb_dot_apiservice__pb2.UpdateRequest.SerializeToString,
+            orchestrator_dot_api_dot_pb_dot_apiservice__pb2.Object.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Bind(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orch.api.v1.Api/Bind',
+            orchestrator_dot_api_dot_pb_dot_apiservice__pb2.BindRequest.SerializeToString,
             orchestrator_dot_api_dot_pb_dot_apiservice__pb2.Object.FromString,
             options,
             channel_credentials,

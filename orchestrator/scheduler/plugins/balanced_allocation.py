@@ -22,26 +22,16 @@ def balanced_score(cpu_fraction: float, memory_fraction: float) -> int:
 class BalancedAllocation:
     name = NAME
 
+    def local_key(self, pod: PodInfo) -> tuple[int, int]:
+        return pod.non_zero.cpu, pod.non_zero.memory
+
+    def score_node(self, pod: PodInfo, node: NodeInfo) -> int:
+        alloc, wants = node.alloc, pod.non_zero
+        cpu = (node.non_zero_cpu + wants.cpu) / alloc.cpu if alloc.cpu else 1.0
+        memory = (node.non_zero_memory + wants.memory) / alloc.memory if alloc.memory else 1.0
+        return balanced_score(cpu, memory)
+
     def score(
         self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo], snapshot: Snapshot
     ) -> list[int] | None:
-        pod_cpu, pod_mem = pod.non_zero.cpu, pod.non_zero.memory
-        key = (self, pod_cpu, pod_mem)
-        scores: list[int] = []
-        append = scores.append
-        for n in nodes:
-            memo = n.score_memo
-            score = memo.get(key)
-            if score is None:
-                # balanced_score, inlined: this runs for many nodes of every pod.
-                alloc = n.alloc
-                cpu = (n.non_zero_cpu + pod_cpu) / alloc.cpu if alloc.cpu else 1.0
-                mem = (n.non_zero_memory + pod_mem) / alloc.memory if alloc.memory else 1.0
-                if cpu > 1.0:
-                    cpu = 1.0
-                if mem > 1.0:
-                    mem = 1.0
-                diff = cpu - mem if cpu > mem else mem - cpu
-                score = memo[key] = int((1 - diff / 2) * MAX_NODE_SCORE)
-            append(score)
-        return scores
+        return [self.score_node(pod, n) for n in nodes]

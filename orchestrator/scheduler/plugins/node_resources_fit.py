@@ -108,34 +108,23 @@ class NodeResourcesFit:
             return [n for n in nodes if n.free_pods > 0 and memory <= n.free_memory]
         return [n for n in nodes if n.free_pods > 0]
 
+    def local_key(self, pod: PodInfo) -> tuple[int, int]:
+        return pod.non_zero.cpu, pod.non_zero.memory
+
+    def score_node(self, pod: PodInfo, node: NodeInfo) -> int:
+        cpu_w, mem_w = self.cpu_weight, self.memory_weight
+        alloc = node.alloc
+        cpu = node.non_zero_cpu + pod.non_zero.cpu
+        memory = node.non_zero_memory + pod.non_zero.memory
+        if self.strategy == MOST_ALLOCATED:
+            by_cpu = most_allocated(cpu, alloc.cpu)
+            by_memory = most_allocated(memory, alloc.memory)
+        else:
+            by_cpu = least_allocated(cpu, alloc.cpu)
+            by_memory = least_allocated(memory, alloc.memory)
+        return (by_cpu * cpu_w + by_memory * mem_w) // (cpu_w + mem_w)
+
     def score(
         self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo], snapshot: Snapshot
     ) -> list[int] | None:
-        cpu_w, mem_w = self.cpu_weight, self.memory_weight
-        total_w = cpu_w + mem_w
-        pod_cpu, pod_mem = pod.non_zero.cpu, pod.non_zero.memory
-        if self.strategy == MOST_ALLOCATED:
-            return [
-                (
-                    most_allocated(n.non_zero_cpu + pod_cpu, n.alloc.cpu) * cpu_w
-                    + most_allocated(n.non_zero_memory + pod_mem, n.alloc.memory) * mem_w
-                )
-                // total_w
-                for n in nodes
-            ]
-        key = (self, pod_cpu, pod_mem)
-        scores: list[int] = []
-        append = scores.append
-        for n in nodes:
-            memo = n.score_memo
-            score = memo.get(key)
-            if score is None:
-                # least_allocated, inlined: this runs for many nodes of every pod.
-                alloc = n.alloc
-                cap, req = alloc.cpu, n.non_zero_cpu + pod_cpu
-                cpu = (cap - req) * MAX_NODE_SCORE // cap if 0 < cap and req <= cap else 0
-                cap, req = alloc.memory, n.non_zero_memory + pod_mem
-                mem = (cap - req) * MAX_NODE_SCORE // cap if 0 < cap and req <= cap else 0
-                score = memo[key] = (cpu * cpu_w + mem * mem_w) // total_w
-            append(score)
-        return scores
+        return [self.score_node(pod, n) for n in nodes]
