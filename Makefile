@@ -35,6 +35,7 @@ bench: setup
 	$(PY) -m tests.perf.bench_scheduler
 	$(PY) -m tests.perf.bench_proxy_sync
 	$(PY) -m tests.perf.bench_network
+	$(PY) tests/perf/bench_node_failure.py
 
 demo: setup
 	@scripts/demo.sh

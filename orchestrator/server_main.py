@@ -18,10 +18,11 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from certs import bundle, tokens
 from orchestrator.api import codec
+from orchestrator.api.duration import parse_duration
 from orchestrator.api.kinds import kind_info
 from orchestrator.apiserver.allocators import DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR
 from orchestrator.apiserver.cache import WatchCache
@@ -31,6 +32,9 @@ from orchestrator.apiserver.server import ApiServer, StoreConfig, open_store
 from orchestrator.client.client import Client
 from orchestrator.client.config import ConfigFile, Connection
 from orchestrator.components import run_component
+
+if TYPE_CHECKING:
+    from orchestrator.controllers.manager import ControllerOptions
 
 log = logging.getLogger("orchestrator")
 CLUSTER_CONFIG = "cluster.json"
@@ -279,6 +283,7 @@ async def serve(
     run_scheduler: bool = True,
     scheduler_config: str = "",
     leader_elect: bool = True,
+    controller_options: ControllerOptions | None = None,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
@@ -324,7 +329,7 @@ async def serve(
         loops.append(
             run_component(
                 "controller-manager",
-                lambda: ControllerManager(cm_conn, pki, controllers),
+                lambda: ControllerManager(cm_conn, pki, controllers, controller_options),
                 stop,
                 client=election_client(cm_conn),
                 lease_name="kube-controller-manager",
@@ -367,6 +372,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except UnknownControllerError as exc:
         print(f"error: --controllers: {exc}", file=sys.stderr)
         return 2
+    options = _controller_options(args)
+    if options is None:
+        return 2
     _setup_logging(args.verbose)
     asyncio.run(
         serve(
@@ -380,9 +388,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
             run_scheduler=args.scheduler,
             scheduler_config=args.scheduler_config,
             leader_elect=args.leader_elect,
+            controller_options=options,
         )
     )
     return 0
+
+
+def _controller_options(args: argparse.Namespace) -> ControllerOptions | None:
+    """ControllerOptions from the flags; None (after saying why) when invalid."""
+    from orchestrator.controllers.manager import ControllerOptions
+
+    try:
+        return ControllerOptions(
+            node_monitor_grace_period=args.node_monitor_grace_period,
+            node_startup_grace_period=args.node_startup_grace_period,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def _add_controller_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--node-monitor-grace-period",
+        type=_duration,
+        default=50.0,
+        metavar="DURATION",
+        help="how long a node may be silent before it is marked Unknown and its pods "
+        "are evicted after their tolerationSeconds (default 50s)",
+    )
+    p.add_argument(
+        "--node-startup-grace-period",
+        type=_duration,
+        default=60.0,
+        metavar="DURATION",
+        help="the same for a node that has never reported Ready (default 60s)",
+    )
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 async def run_alone(
@@ -455,6 +503,9 @@ def cmd_controller_manager(args: argparse.Namespace) -> int:
     except UnknownControllerError as exc:
         print(f"error: --controllers: {exc}", file=sys.stderr)
         return 2
+    options = _controller_options(args)
+    if options is None:
+        return 2
     _setup_logging(args.verbose)
     # The CSR signer needs the cluster CA's key: it lives in the data dir.
     pki = bundle.load_cluster_pki(Path(args.data_dir).resolve())
@@ -462,7 +513,7 @@ def cmd_controller_manager(args: argparse.Namespace) -> int:
     asyncio.run(
         run_alone(
             "controller-manager",
-            lambda: ControllerManager(conn, pki, controllers),
+            lambda: ControllerManager(conn, pki, controllers, options),
             conn,
             lease_name="kube-controller-manager",
             leader_elect=args.leader_elect,
@@ -563,6 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="act only while holding the kube-system Leases, so several control-plane "
         "processes can run over one etcd (default: yes)",
     )
+    _add_controller_flags(srv)
     srv.add_argument("-v", "--verbose", action="store_true")
     srv.set_defaults(func=cmd_serve)
 
@@ -591,6 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cm.add_argument("--controllers", default="*", help="as for serve")
     cm.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
+    _add_controller_flags(cm)
     cm.add_argument("-v", "--verbose", action="store_true")
     cm.set_defaults(func=cmd_controller_manager)
     return parser

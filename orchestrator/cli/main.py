@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 from orchestrator.api.codec import DecodeError
+from orchestrator.api.duration import parse_duration
 from orchestrator.api.kinds import UnknownKindError
 from orchestrator.api.selectors import SelectorError
 from orchestrator.cli import (
@@ -409,20 +409,12 @@ def _bool_flag(value: str) -> bool:
     raise argparse.ArgumentTypeError(f'invalid boolean "{value}": use true or false')
 
 
-_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-
-
 def _duration_seconds(value: str) -> float:
     """Go-style durations (`90s`, `1h30m`, `2m`) or plain seconds."""
-    text = value.strip()
     try:
-        return float(text)
-    except ValueError:
-        pass
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise argparse.ArgumentTypeError(f'invalid duration "{value}": use e.g. 30s, 5m, 24h')
-    return sum(float(n) * _UNITS[u] for n, u in parts)
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 async def _run(func: Command, session: Session, args: argparse.Namespace) -> int:

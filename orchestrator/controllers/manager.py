@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from certs.bundle import ClusterPKI
 from orchestrator.client.client import Client
@@ -35,26 +36,48 @@ from orchestrator.controllers.volume_protection import VolumeProtectionControlle
 
 log = logging.getLogger(__name__)
 
-Factory = Callable[[Client, ClusterPKI], Controller]
+
+@dataclass(frozen=True)
+class ControllerOptions:
+    """Per-controller settings, from the command line (kube-controller-manager's
+    flags of the same names)."""
+
+    # A node silent this long gets Ready=Unknown and the unreachable taints.
+    node_monitor_grace_period: float = 50.0
+    # The same for a node that has never posted Ready.
+    node_startup_grace_period: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("node_monitor_grace_period", "node_startup_grace_period"):
+            if getattr(self, name) <= 0:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} must be positive, got {getattr(self, name)}")
+
+
+Factory = Callable[[Client, ClusterPKI, ControllerOptions], Controller]
 
 CONTROLLERS: dict[str, Factory] = {
-    "csrsigning": lambda client, pki: CSRSigner(client, pki.cluster_ca()),
-    "garbagecollector": lambda client, pki: GarbageCollector(client),
-    "nodeipam": lambda client, pki: NodeIPAMController(client),
-    "nodelifecycle": lambda client, pki: NodeLifecycleController(client),
-    "podgc": lambda client, pki: OrphanedPodCollector(client),
-    "endpoint": lambda client, pki: EndpointsController(client),
-    "job": lambda client, pki: JobController(client),
-    "cronjob": lambda client, pki: CronJobController(client),
-    "ttl-after-finished": lambda client, pki: TTLAfterFinishedController(client),
-    "statefulset": lambda client, pki: StatefulSetController(client),
-    "daemonset": lambda client, pki: DaemonSetController(client),
-    "persistentvolume-binder": lambda client, pki: PersistentVolumeBinder(client),
-    "volume-protection": lambda client, pki: VolumeProtectionController(client),
-    "replicaset": lambda client, pki: ReplicaSetController(client),
-    "deployment": lambda client, pki: DeploymentController(client),
-    "horizontalpodautoscaling": lambda client, pki: HorizontalPodAutoscalerController(client),
-    "resourcequota": lambda client, pki: ResourceQuotaController(client),
+    "csrsigning": lambda client, pki, opts: CSRSigner(client, pki.cluster_ca()),
+    "garbagecollector": lambda client, pki, opts: GarbageCollector(client),
+    "nodeipam": lambda client, pki, opts: NodeIPAMController(client),
+    "nodelifecycle": lambda client, pki, opts: NodeLifecycleController(
+        client,
+        grace_period=opts.node_monitor_grace_period,
+        startup_grace_period=opts.node_startup_grace_period,
+    ),
+    "podgc": lambda client, pki, opts: OrphanedPodCollector(client),
+    "endpoint": lambda client, pki, opts: EndpointsController(client),
+    "job": lambda client, pki, opts: JobController(client),
+    "cronjob": lambda client, pki, opts: CronJobController(client),
+    "ttl-after-finished": lambda client, pki, opts: TTLAfterFinishedController(client),
+    "statefulset": lambda client, pki, opts: StatefulSetController(client),
+    "daemonset": lambda client, pki, opts: DaemonSetController(client),
+    "persistentvolume-binder": lambda client, pki, opts: PersistentVolumeBinder(client),
+    "volume-protection": lambda client, pki, opts: VolumeProtectionController(client),
+    "replicaset": lambda client, pki, opts: ReplicaSetController(client),
+    "deployment": lambda client, pki, opts: DeploymentController(client),
+    "horizontalpodautoscaling": lambda client, pki, opts: HorizontalPodAutoscalerController(client),
+    "resourcequota": lambda client, pki, opts: ResourceQuotaController(client),
 }
 
 
@@ -84,10 +107,17 @@ def select_controllers(spec: Iterable[str]) -> list[str]:
 
 
 class ControllerManager:
-    def __init__(self, conn: Connection, pki: ClusterPKI, enabled: Iterable[str] = ("*",)) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        pki: ClusterPKI,
+        enabled: Iterable[str] = ("*",),
+        options: ControllerOptions | None = None,
+    ) -> None:
         self.client = Client(conn)
+        options = options or ControllerOptions()
         self.controllers: list[Controller] = [
-            CONTROLLERS[name](self.client, pki) for name in select_controllers(enabled)
+            CONTROLLERS[name](self.client, pki, options) for name in select_controllers(enabled)
         ]
 
     async def start(self) -> None:
