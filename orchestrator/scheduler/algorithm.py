@@ -10,6 +10,7 @@ node gets its turn.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ NO_NODES_MESSAGE = "no nodes available to schedule pods"
 MIN_CHUNK = 32
 # Distinct (profile, pod shape) keys remembered before starting afresh.
 MAX_MEMO_KEYS = 4096
+_MEMO_KEY_NUMBERS = itertools.count()
 
 
 def num_feasible_nodes_to_find(percentage: int, num_all_nodes: int) -> int:
@@ -110,7 +112,6 @@ class Algorithm:
         self.next_start = 0
         self._rng = random.Random(seed)
         self._memo_keys: dict[tuple[object, ...], int] = {}
-        self._next_memo_key = 0
 
     def schedule(self, profile: Profile, pod: PodInfo, snapshot: Snapshot) -> ScheduleResult:
         nodes = snapshot.nodes
@@ -229,14 +230,14 @@ class Algorithm:
         """A small int standing for (these plugins and weights, the pod's keys):
         it is looked up on hundreds of nodes a cycle, and an int hashes at
         once where a nested tuple is hashed anew each time. Numbers are never
-        reused, so an entry left on a node cannot be mistaken for another."""
+        reused, by this or any other Algorithm sharing the nodes, so an entry
+        left on a node cannot be mistaken for another."""
         raw = tuple((plugin, weight, plugin.local_key(pod)) for plugin, weight in local)
         key = self._memo_keys.get(raw)
         if key is None:
             if len(self._memo_keys) >= MAX_MEMO_KEYS:
                 self._memo_keys.clear()
-            key = self._memo_keys[raw] = self._next_memo_key
-            self._next_memo_key += 1
+            key = self._memo_keys[raw] = next(_MEMO_KEY_NUMBERS)
         return key
 
     def select(self, nodes: list[NodeInfo], totals: list[int]) -> NodeInfo:

@@ -247,3 +247,13 @@ def test_memoized_scores_match_the_plugins_own() -> None:
         )
         assert alg.score(local_only, CycleState(), info, nodes, cache.snapshot()) == want
         cache.assume(info, alg.schedule(prof, info, cache.snapshot()).node)
+
+
+def test_two_algorithms_on_one_cache_keep_their_memos_apart() -> None:
+    cache = cluster(2, cpu="8")
+    pod = pod_info(make_pod("p", cpu="1"))
+    nodes = list(cache.snapshot().nodes)
+    once = Profile("once", scores=[WeightedScore(CountingLocal(), 1)])
+    twice = Profile("twice", scores=[WeightedScore(CountingLocal(), 2)])
+    assert Algorithm().score(once, CycleState(), pod, nodes, cache.snapshot()) == [7, 7]
+    assert Algorithm().score(twice, CycleState(), pod, nodes, cache.snapshot()) == [14, 14]
