@@ -157,9 +157,18 @@ class Agent:
 
     async def _pod_network(self, pod_cidr: str, mtu: int) -> Any:
         from agent.network.bridge import BridgeNetwork
+        from agent.network.hostports import HostPorts
+        from agent.network.proxy.nftables import NftCommands, nft_available
 
+        # hostPorts are nftables DNAT rules (CNI portmap's job); without nft the
+        # kubelet says so on each pod that asks for one.
+        hostports = HostPorts(NftCommands()) if nft_available() else None
         network = BridgeNetwork(
-            pod_cidr, self.config.data_dir / "network", mtu=mtu, cluster_cidr=CLUSTER_CIDR
+            pod_cidr,
+            self.config.data_dir / "network",
+            mtu=mtu,
+            cluster_cidr=CLUSTER_CIDR,
+            hostports=hostports,
         )
         await network.ensure_bridge()
         return network

@@ -20,10 +20,12 @@ import logging
 import os
 import subprocess
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from agent.network.hostfw import HostFirewall, netns_path
+from agent.network.hostports import HostPorts, PortMapping
 from agent.network.ipam import HostLocalIPAM
 from agent.network.netlink import IPRoute, NetlinkError
 from agent.network.types import PodNetworkStatus
@@ -127,8 +129,11 @@ class BridgeNetwork:
         mtu: int = 1500,
         node_netns: str | None = None,
         cluster_cidr: str | None = None,
+        hostports: HostPorts | None = None,
     ) -> None:
         self.ipam = HostLocalIPAM(pod_cidr, Path(state_dir) / "ipam")
+        self.hostports = hostports
+        self.supports_host_ports = hostports is not None
         self.pod_cidr = str(self.ipam.network)
         self.gateway = self.ipam.gateway
         self.prefix_len = self.ipam.prefix_len
@@ -214,11 +219,15 @@ class BridgeNetwork:
 
     # -- PodNetwork ------------------------------------------------------------------
 
-    async def setup(self, pod_uid: str, netns_path: str) -> PodNetworkStatus:
+    async def setup(
+        self, pod_uid: str, netns_path: str, port_mappings: Sequence[PortMapping] = ()
+    ) -> PodNetworkStatus:
         had = self.ipam.get(pod_uid)
         ip = await asyncio.to_thread(self.ipam.allocate, pod_uid)
         try:
             await asyncio.to_thread(self._setup_sync, pod_uid, netns_path, ip)
+            if self.hostports is not None:  # without, the kubelet warns of hostPorts
+                await self.hostports.set_pod(pod_uid, ip, port_mappings)
         except Exception:
             # Nobody has seen a freshly allocated address yet: give it back.
             if had is None:
@@ -283,6 +292,8 @@ class BridgeNetwork:
         pod.ip("route", "replace", "default", "via", self.gateway, "dev", POD_IFNAME)
 
     async def teardown(self, pod_uid: str, netns_path: str | None) -> None:
+        if self.hostports is not None:
+            await self.hostports.remove_pod(pod_uid)
         # Deleting the host end takes the peer in the pod's namespace with it,
         # so the pod's namespace (which may be gone already) is not needed.
         await asyncio.to_thread(self._delete_host_veth, pod_uid)

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agent.network.hostports import PortMapping, port_mappings
 from agent.network.types import PodNetwork
 from agent.pods.actions import (
     DEADLINE_MESSAGE,
@@ -671,7 +672,7 @@ class PodSyncer:
             else:
                 netns = f"/proc/{info.pid}/ns/net"
                 try:
-                    ip = (await self.network.setup(uid, netns)).ip
+                    ip = (await self.network.setup(uid, netns, self._host_ports(pod))).ip
                 except Exception as exc:
                     raise SandboxError(f"failed to set up the pod network: {exc}") from exc
         except (ContainerCreateError, SandboxError) as exc:
@@ -692,11 +693,16 @@ class PodSyncer:
         self._warn_host_ports(pod)
         return info, ip
 
+    def _host_ports(self, pod: Any) -> tuple[PortMapping, ...]:
+        if not getattr(self.network, "supports_host_ports", False):
+            return ()
+        return port_mappings(pod)
+
     def _warn_host_ports(self, pod: Any) -> None:
-        """hostPort outside hostNetwork needs a port mapping (CNI's portmap) that
-        this node's network does not do: say so rather than leave it silently
-        unreachable."""
-        if pod.spec.host_network:
+        """hostPort outside hostNetwork needs a port mapping (CNI's portmap): on
+        a node whose network cannot publish one (no nft), say so rather than
+        leave it silently unreachable."""
+        if pod.spec.host_network or getattr(self.network, "supports_host_ports", False):
             return
         for c in (*pod.spec.init_containers, *pod.spec.containers):
             for port in c.ports:
@@ -717,7 +723,9 @@ class PodSyncer:
         if not sandbox.pid:
             return None
         try:
-            net = await self.network.setup(pod.metadata.uid, f"/proc/{sandbox.pid}/ns/net")
+            net = await self.network.setup(
+                pod.metadata.uid, f"/proc/{sandbox.pid}/ns/net", self._host_ports(pod)
+            )
         except Exception as exc:
             raise SandboxError(f"failed to set up the pod network: {exc}") from exc
         return net.ip

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import builtins
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from agent.network.hostports import PortMapping
 from agent.network.types import PodNetworkStatus
 from orchestrator.api.meta import meta, now_rfc3339
 from orchestrator.client.client import (
@@ -140,17 +141,24 @@ class FakeNetwork:
         self.teardowns: list[str] = []
         self._next = itertools.count(2)
         self.fail_setup = ""
+        self.supports_host_ports = True
+        self.host_ports: dict[str, tuple[PortMapping, ...]] = {}
 
-    async def setup(self, pod_uid: str, netns_path: str) -> PodNetworkStatus:
+    async def setup(
+        self, pod_uid: str, netns_path: str, port_mappings: Sequence[PortMapping] = ()
+    ) -> PodNetworkStatus:
         if self.fail_setup:
             raise RuntimeError(self.fail_setup)
         if pod_uid not in self.ips:
             self.ips[pod_uid] = f"{self.prefix}{next(self._next)}"
         self.netns[pod_uid] = netns_path
+        if port_mappings:
+            self.host_ports[pod_uid] = tuple(port_mappings)
         return PodNetworkStatus(ip=self.ips[pod_uid], gateway=f"{self.prefix}1", prefix_len=24)
 
     async def teardown(self, pod_uid: str, netns_path: str | None) -> None:
         self.teardowns.append(pod_uid)
+        self.host_ports.pop(pod_uid, None)
         self.ips.pop(pod_uid, None)
         self.netns.pop(pod_uid, None)
 

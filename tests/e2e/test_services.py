@@ -254,6 +254,36 @@ async def test_node_port_answers_on_every_node_from_the_lan(
         await wait_for(answered, timeout=20, interval=1, what=f"NodePort {url} from the LAN")
 
 
+async def test_host_port_answers_on_its_node_from_the_lan(
+    local_cluster: LocalCluster, client: Client, namespace: str
+) -> None:
+    # A hostPort is published on the pod's own node only (CNI portmap's model).
+    host_port = 28080  # outside the NodePort range, so no Service can take it
+    container = web_container()
+    container["ports"] = [{"name": "http", "containerPort": 8080, "hostPort": host_port}]
+    await client.create(deployment("hp", namespace, 1, container))
+    (pod,) = await wait_for(
+        lambda: ready_pods(client, namespace, "hp"), timeout=120, what="the hostPort pod ready"
+    )
+    url = f"http://{pod.status.host_ip}:{host_port}/"
+
+    async def answered() -> bool:
+        out = await asyncio.to_thread(lan_fetch, local_cluster, url)
+        return out.returncode == 0 and out.stdout.strip() == pod.metadata.name
+
+    await wait_for(answered, timeout=20, interval=1, what=f"hostPort {url} from the LAN")
+    events = await client.list("Event", namespace)
+    assert "HostPortNotSupported" not in {e.reason for e in events.items}
+
+    # Gone with the pod: scaled to zero, the port no longer answers.
+    await client.delete("Deployment", "hp", namespace)
+
+    async def closed() -> bool:
+        return (await asyncio.to_thread(lan_fetch, local_cluster, url)).returncode != 0
+
+    await wait_for(closed, timeout=60, interval=1, what=f"hostPort {url} closed")
+
+
 # -- 4. a Service without endpoints refuses ----------------------------------------------------
 
 

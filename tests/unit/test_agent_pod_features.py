@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agent.kubelet import Kubelet
+from agent.network.hostports import PortMapping
 from agent.pods.actions import (
     DEADLINE_MESSAGE,
     BackOff,
@@ -263,10 +264,34 @@ async def test_orphaned_host_network_pod_skips_the_network_plugin(env: Env) -> N
     assert p.metadata.uid not in env.network.teardowns
 
 
-async def test_host_port_without_host_network_is_reported(env: Env) -> None:
+async def test_host_ports_go_to_the_pod_network(env: Env) -> None:
+    p = env.create(
+        simple(
+            ports=[
+                {"containerPort": 80, "hostPort": 8080},
+                {"containerPort": 53, "hostPort": 5353, "protocol": "UDP", "hostIP": "192.0.2.11"},
+                {"containerPort": 9000},  # no hostPort: not published
+            ]
+        )
+    )
+    pod, _ = await env.sync(p)
+    assert pod.status.phase == "Running"
+    assert env.network.host_ports[p.metadata.uid] == (
+        PortMapping("tcp", 8080, 80),
+        PortMapping("udp", 5353, 53, "192.0.2.11"),
+    )
+    assert "HostPortNotSupported" not in await env.event_reasons()
+    await env.syncer.kill_pod(pod, grace=1)
+    await env.syncer.remove_pod(p.metadata.uid, pod)
+    assert p.metadata.uid not in env.network.host_ports
+
+
+async def test_host_port_on_a_network_without_them_is_reported(env: Env) -> None:
+    env.network.supports_host_ports = False
     p = env.create(simple(ports=[{"containerPort": 80, "hostPort": 8080}]))
     pod, _ = await env.sync(p)
     assert pod.status.phase == "Running" and pod.status.pod_ip == "10.244.9.2"
+    assert p.metadata.uid not in env.network.host_ports
     assert "HostPortNotSupported" in await env.event_reasons()
     warning = next(e for e in env.client.events() if e.reason == "HostPortNotSupported")
     assert "hostPort 8080" in warning.message and "container app" in warning.message

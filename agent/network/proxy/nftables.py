@@ -95,6 +95,16 @@ class NftCommands:
     async def remove_table(self) -> None:
         await self.apply(delete_table())
 
+    async def table_text(self, table: str) -> str:
+        """`nft list table ip <table>`; "" when there is no such table."""
+        args = ["list", "table", FAMILY, table]
+        out = await run_command([*self._prefix, "nft", *args], timeout=self.timeout)
+        if out.returncode == 0:
+            return out.stdout
+        if "No such file or directory" in out.stderr:
+            return ""
+        raise NftError(f"nft {' '.join(args)}: {out.stderr.strip()}")
+
 
 class NftablesBackend:
     """Renders and applies; remembers what was applied so the next sync can
