@@ -226,7 +226,9 @@ class BridgeNetwork:
         ip = await asyncio.to_thread(self.ipam.allocate, pod_uid)
         try:
             await asyncio.to_thread(self._setup_sync, pod_uid, netns_path, ip)
-            if self.hostports is not None:  # without, the kubelet warns of hostPorts
+            # Only pods with host ports touch nft (ports cannot change on a pod);
+            # without hostports support the kubelet warns of them instead.
+            if self.hostports is not None and port_mappings:
                 await self.hostports.set_pod(pod_uid, ip, port_mappings)
         except Exception:
             # Nobody has seen a freshly allocated address yet: give it back.
@@ -293,7 +295,10 @@ class BridgeNetwork:
 
     async def teardown(self, pod_uid: str, netns_path: str | None) -> None:
         if self.hostports is not None:
-            await self.hostports.remove_pod(pod_uid)
+            try:
+                await self.hostports.remove_pod(pod_uid)
+            except Exception as exc:  # the address is released regardless
+                log.warning("pod %s: unpublishing its host ports: %s", pod_uid, exc)
         # Deleting the host end takes the peer in the pod's namespace with it,
         # so the pod's namespace (which may be gone already) is not needed.
         await asyncio.to_thread(self._delete_host_veth, pod_uid)
