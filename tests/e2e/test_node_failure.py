@@ -124,8 +124,13 @@ async def test_pods_leave_a_node_whose_agent_died(
         for p in stuck:
             cond = next((c for c in p.status.conditions if c.type == "DisruptionTarget"), None)
             assert cond is not None and cond.status == "True", p.status.conditions
-        d = await client.get("Deployment", "survivor", namespace)
-        assert d.status.ready_replicas == 3, d.status
+
+        # The Deployment's status follows its pods a moment later.
+        async def counted() -> Any:
+            d = await client.get("Deployment", "survivor", namespace)
+            return d if d.status.ready_replicas == 3 else None
+
+        await wait_for(counted, timeout=15, what="Deployment survivor counting 3 ready replicas")
     finally:
         t1 = time.monotonic()
         await asyncio.to_thread(
