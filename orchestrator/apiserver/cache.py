@@ -13,7 +13,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
@@ -108,6 +108,30 @@ class Watcher:
             self.queue.put_nowait(None)
             return
         self.queue.put_nowait(event)
+
+
+# What a watch yields: (type, object), a bookmark revision, or None for "closed".
+WatchItem = tuple[str, CachedObject] | int | None
+WatchBatch = list[WatchItem]
+
+# A watch batch ends at this many events or once its objects pass this many
+# bytes (one object is at most 1.5 MiB; gRPC messages here may be 256 MiB).
+WATCH_BATCH_EVENTS = 1000
+WATCH_BATCH_BYTES = 4 * 1024 * 1024
+
+
+def _batches(items: WatchBatch) -> Iterator[WatchBatch]:
+    batch: WatchBatch = []
+    size = 0
+    for item in items:
+        batch.append(item)
+        if isinstance(item, tuple):
+            size += len(item[1].raw)
+        if len(batch) >= WATCH_BATCH_EVENTS or size >= WATCH_BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def translate(event: CacheEvent, flt: Filter) -> tuple[str, CachedObject] | None:
@@ -289,9 +313,12 @@ class WatchCache:
 
     async def watch(
         self, info: KindInfo, flt: Filter, from_revision: int | None
-    ) -> AsyncIterator[tuple[str, CachedObject] | int | None]:
-        """Events for one watcher: (type, object) pairs; an int is a bookmark
-        revision; None means the watch was closed by the server.
+    ) -> AsyncIterator[WatchBatch]:
+        """Batches of events for one watcher. An item is a (type, object) pair,
+        an int (a bookmark revision) or None (the server closed the watch, always
+        last). A batch holds whatever is ready when the watcher asks, up to
+        WATCH_BATCH_EVENTS events or WATCH_BATCH_BYTES: under load one write then
+        carries many events, idle it carries one and waits for nothing.
 
         from_revision None: synthetic ADDED for every current object first."""
         watcher = Watcher(info, flt)
@@ -315,28 +342,42 @@ class WatchCache:
         start = self.revision if from_revision is None else max(self.revision, from_revision)
         try:
             if from_revision is None:
-                for obj in self.list(info, flt):
-                    yield "ADDED", obj
+                past: WatchBatch = [("ADDED", obj) for obj in self.list(info, flt)]
             else:
+                past = []
                 for cev in list(self._events):
                     if from_revision < cev.revision <= start and cev.obj.info is info:
                         seen = translate(cev, flt)
                         if seen is not None:
-                            yield seen
+                            past.append(seen)
+            for batch in _batches(past):
+                yield batch
             while True:
+                batch = []
+                size = 0
                 item = await watcher.queue.get()
-                if item is None:
-                    yield None
-                    return
-                if isinstance(item, int):
-                    if item > start:
-                        yield item
-                    continue
-                if item.revision <= start:
-                    continue
-                seen = translate(item, flt)
-                if seen is not None:
-                    yield seen
+                while True:
+                    if item is None:
+                        batch.append(None)
+                        yield batch
+                        return
+                    if isinstance(item, int):
+                        if item > start:
+                            batch.append(item)
+                    elif item.revision > start:
+                        seen = translate(item, flt)
+                        if seen is not None:
+                            batch.append(seen)
+                            size += len(seen[1].raw)
+                    if (
+                        len(batch) >= WATCH_BATCH_EVENTS
+                        or size >= WATCH_BATCH_BYTES
+                        or watcher.queue.empty()
+                    ):
+                        break
+                    item = watcher.queue.get_nowait()
+                if batch:
+                    yield batch
         finally:
             self._watchers[info.kind].discard(watcher)
 

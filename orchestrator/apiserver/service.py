@@ -243,7 +243,7 @@ class ApiService(pb_grpc.ApiServicer):
 
         return await self._call(context, run)
 
-    async def Watch(self, request: pb.WatchRequest, context: Any) -> AsyncIterator[pb.WatchEvent]:
+    async def Watch(self, request: pb.WatchRequest, context: Any) -> AsyncIterator[pb.WatchEvents]:
         try:
             user = self.authn.authenticate(context)
             info = _kind(request.kind)
@@ -264,23 +264,33 @@ class ApiService(pb_grpc.ApiServicer):
                         "watch",
                         [codec.FieldError("resourceVersion", f'"{rv}" is not a resource version')],
                     ) from None
-            events = self.cache.watch(info, flt, from_revision)
+            batches = self.cache.watch(info, flt, from_revision)
             try:
-                async for item in events:
-                    if item is None:
-                        return  # closed by the server: the client re-watches or relists
-                    if isinstance(item, int):
-                        if request.allow_bookmarks:
-                            yield pb.WatchEvent(
-                                type="BOOKMARK", kind=info.kind, resource_version=str(item)
+                async for batch in batches:
+                    out = pb.WatchEvents()
+                    closed = False
+                    for item in batch:
+                        if item is None:
+                            closed = True  # by the server: the client re-watches or relists
+                        elif isinstance(item, int):
+                            if request.allow_bookmarks:
+                                out.events.add(
+                                    type="BOOKMARK", kind=info.kind, resource_version=str(item)
+                                )
+                        else:
+                            type_, obj = item
+                            out.events.add(
+                                type=type_,
+                                kind=info.kind,
+                                raw=obj.raw,
+                                resource_version=str(obj.revision),
                             )
-                        continue
-                    type_, obj = item
-                    yield pb.WatchEvent(
-                        type=type_, kind=info.kind, raw=obj.raw, resource_version=str(obj.revision)
-                    )
+                    if out.events:
+                        yield out
+                    if closed:
+                        return
             finally:
-                await events.aclose()  # type: ignore[attr-defined]
+                await batches.aclose()  # type: ignore[attr-defined]
         except ApiError as exc:
             await context.abort(exc.code, exc.message)
         except (SelectorError, DecodeError) as exc:

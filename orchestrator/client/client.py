@@ -305,9 +305,10 @@ class Client:
             )
         )
         try:
-            async for ev in call:
-                obj = _decode(info, ev.raw) if ev.type != "BOOKMARK" else None
-                yield WatchEvent(ev.type, obj, ev.resource_version)
+            async for batch in call:
+                for ev in batch.events:
+                    obj = _decode(info, ev.raw) if ev.type != "BOOKMARK" else None
+                    yield WatchEvent(ev.type, obj, ev.resource_version)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.CANCELLED:
                 return

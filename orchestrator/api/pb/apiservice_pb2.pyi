@@ -139,6 +139,12 @@ class WatchEvent(_message.Message):
     resource_version: str
     def __init__(self, type: _Optional[str] = ..., kind: _Optional[str] = ..., raw: _Optional[bytes] = ..., resource_version: _Optional[str] = ...) -> None: ...
 
+class WatchEvents(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[WatchEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[WatchEvent, _Mapping]]] = ...) -> None: ...
+
 class ApplyRequest(_message.Message):
     __slots__ = ("manifest_json", "default_namespace", "dry_run")
     MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]

@@ -68,7 +68,7 @@ class ApiStub:
         self.Watch = channel.unary_stream(
                 '/orch.api.v1.Api/Watch',
                 request_serializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.WatchRequest.SerializeToString,
-                response_deserializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.WatchEvent.FromString,
+                response_deserializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.WatchEvents.FromString,
                 _registered_method=True)
         self.Apply = channel.unary_unary(
                 '/orch.api.v1.Api/Apply',
@@ -222,7 +222,7 @@ def add_ApiServicer_to_server(servicer, server):
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
                     request_deserializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.WatchRequest.FromString,
-                    response_serializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.WatchEvent.SerializeToString,
+                    response_serializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.WatchEvents.SerializeToString,
             ),
             'Apply': grpc.unary_unary_rpc_method_handler(
                     servicer.Apply,
@@ -443,7 +443,7 @@ class Api:
             target,
             '/orch.api.v1.Api/Watch',
             orchestrator_dot_api_dot_pb_dot_apiservice__pb2.WatchRequest.SerializeToString,
-            orchestrator_dot_api_dot_pb_dot_apiservice__pb2.WatchEvent.FromString,
+            orchestrator_dot_api_dot_pb_dot_apiservice__pb2.WatchEvents.FromString,
             options,
             channel_credentials,
             insecure,
