@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from certs import bundle, tokens
+from orchestrator import eventloop
 from orchestrator.api import codec
 from orchestrator.api.duration import parse_duration
 from orchestrator.api.kinds import kind_info
@@ -376,7 +377,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if options is None:
         return 2
     _setup_logging(args.verbose)
-    asyncio.run(
+    eventloop.run(
         serve(
             Path(args.data_dir).resolve(),
             args.listen,
@@ -478,7 +479,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
             return 2
     _setup_logging(args.verbose)
     conn = _component_conn(args.kubeconfig)
-    asyncio.run(
+    eventloop.run(
         run_alone(
             "scheduler",
             lambda: scheduler_component(conn, args.config),
@@ -510,7 +511,7 @@ def cmd_controller_manager(args: argparse.Namespace) -> int:
     # The CSR signer needs the cluster CA's key: it lives in the data dir.
     pki = bundle.load_cluster_pki(Path(args.data_dir).resolve())
     conn = _component_conn(args.kubeconfig)
-    asyncio.run(
+    eventloop.run(
         run_alone(
             "controller-manager",
             lambda: ControllerManager(conn, pki, controllers, options),

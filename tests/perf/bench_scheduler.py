@@ -58,6 +58,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from orchestrator import eventloop  # noqa: E402
 from orchestrator.api.kinds import kind_info  # noqa: E402
 from orchestrator.api.pb import core_v1_pb2 as core  # noqa: E402
 from orchestrator.client.client import (  # noqa: E402
@@ -559,13 +560,14 @@ def main() -> int:
             import cProfile
 
             cProfile.runctx(
-                "asyncio.run(serve(args.serve, args.conf, args.stats_out))",
+                "eventloop.run(serve(args.serve, args.conf, args.stats_out))",
                 globals(),
                 {"args": args},
                 profile_to + f".{args.serve}",
             )
         else:
-            asyncio.run(serve(args.serve, args.conf, args.stats_out))
+            # On the loop `orchestrator scheduler` runs on, ours and the peer alike.
+            eventloop.run(serve(args.serve, args.conf, args.stats_out))
         return 0
     results = asyncio.run(main_async(args))
     out = Path(args.out)
