@@ -120,6 +120,10 @@ WATCH_BATCH_EVENTS = 1000
 WATCH_BATCH_BYTES = 4 * 1024 * 1024
 
 
+def _full(batch: WatchBatch, size: int) -> bool:
+    return len(batch) >= WATCH_BATCH_EVENTS or size >= WATCH_BATCH_BYTES
+
+
 def _batches(items: WatchBatch) -> Iterator[WatchBatch]:
     batch: WatchBatch = []
     size = 0
@@ -127,7 +131,7 @@ def _batches(items: WatchBatch) -> Iterator[WatchBatch]:
         batch.append(item)
         if isinstance(item, tuple):
             size += len(item[1].raw)
-        if len(batch) >= WATCH_BATCH_EVENTS or size >= WATCH_BATCH_BYTES:
+        if _full(batch, size):
             yield batch
             batch, size = [], 0
     if batch:
@@ -369,11 +373,7 @@ class WatchCache:
                         if seen is not None:
                             batch.append(seen)
                             size += len(seen[1].raw)
-                    if (
-                        len(batch) >= WATCH_BATCH_EVENTS
-                        or size >= WATCH_BATCH_BYTES
-                        or watcher.queue.empty()
-                    ):
+                    if _full(batch, size) or watcher.queue.empty():
                         break
                     item = watcher.queue.get_nowait()
                 if batch:
