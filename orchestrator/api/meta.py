@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from datetime import datetime
 from typing import Any
 
 from google.protobuf.message import Message
@@ -22,8 +23,17 @@ def copy_of(obj: Any) -> Any:
     return clone
 
 
+_last_second: tuple[int, str] = (-1, "")
+
+
 def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The current UTC time to the second. The apiserver stamps every write
+    with it, so the text is made once per second."""
+    global _last_second
+    second = int(time.time())
+    if _last_second[0] != second:
+        _last_second = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
+    return _last_second[1]
 
 
 def parse_rfc3339(s: str) -> datetime:

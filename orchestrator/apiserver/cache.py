@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import heapq
+import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -120,6 +122,11 @@ WATCH_BATCH_EVENTS = 1000
 WATCH_BATCH_BYTES = 4 * 1024 * 1024
 
 
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError("the watch cache did not reach the revision in time"))
+
+
 def _full(batch: WatchBatch, size: int) -> bool:
     return len(batch) >= WATCH_BATCH_EVENTS or size >= WATCH_BATCH_BYTES
 
@@ -170,7 +177,10 @@ class WatchCache:
         self.revision = 0
         # Events with revision > oldest are all in self._events.
         self._oldest = 0
-        self._advanced = asyncio.Condition()
+        # Callers waiting for the cache to reach a revision: a heap of
+        # (revision, sequence, future), released in revision order as it advances.
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiter_seq = itertools.count()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self.listeners: list[Callable[[CacheEvent], None]] = []
@@ -240,7 +250,8 @@ class WatchCache:
                 fresh[obj.info.kind][kv.key] = obj
         self._objects = fresh
         self._events.clear()
-        self.revision = self._oldest = result.revision
+        self._oldest = result.revision
+        self._advance(result.revision)
         # Every watcher's view may be stale: close them so clients relist.
         for watchers in self._watchers.values():
             for w in list(watchers):
@@ -271,25 +282,26 @@ class WatchCache:
 
     def _advance(self, revision: int) -> None:
         self.revision = revision
-        if self._waiting:
-            asyncio.get_running_loop().create_task(self._notify())
-
-    _waiting = 0
-
-    async def _notify(self) -> None:
-        async with self._advanced:
-            self._advanced.notify_all()
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= revision:
+            future = heapq.heappop(waiters)[2]
+            if not future.done():  # not timed out or cancelled meanwhile
+                future.set_result(None)
 
     async def wait_for(self, revision: int, timeout: float = 10.0) -> None:
-        """Until the cache has seen revision (read-your-writes)."""
+        """Until the cache has seen revision (read-your-writes); TimeoutError
+        after timeout seconds. Every write waits here twice, so it is a future
+        on a heap rather than a Condition that wakes every waiter each time."""
         if self.revision >= revision:
             return
-        self._waiting += 1
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        heapq.heappush(self._waiters, (revision, next(self._waiter_seq), future))
+        expiry = loop.call_later(timeout, _expire, future)
         try:
-            async with asyncio.timeout(timeout), self._advanced:
-                await self._advanced.wait_for(lambda: self.revision >= revision)
+            await future
         finally:
-            self._waiting -= 1
+            expiry.cancel()
 
     # -- reads -------------------------------------------------------------------
 

@@ -13,13 +13,11 @@ from any revision newer than the last compaction, as with etcd.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import queue
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +67,19 @@ def _prefix_end(prefix: str) -> str:
 
 
 class _Op:
-    __slots__ = ("args", "future", "kind")
+    __slots__ = ("args", "future", "kind", "loop")
 
-    def __init__(self, kind: str, args: tuple[Any, ...]) -> None:
+    def __init__(
+        self,
+        kind: str,
+        args: tuple[Any, ...],
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Any],
+    ) -> None:
         self.kind = kind
         self.args = args
-        self.future: Future[Any] = Future()
+        self.loop = loop
+        self.future = future
 
 
 class _Subscriber:
@@ -87,17 +92,26 @@ class _Subscriber:
         self.queue: asyncio.Queue[list[WatchEvent] | None] = asyncio.Queue()
 
 
-def _settle(op: _Op, result: Any, error: BaseException | None) -> None:
-    """Hand an operation its outcome, unless its caller gave up (a cancelled
-    request: the write may still have been applied, as with etcd). Setting a
-    cancelled future raises, and that must never kill the writer thread."""
-    try:
+# What one batch hands to one event loop: events for its watchers' queues,
+# then outcomes for its callers' futures.
+_Publications = list[tuple["asyncio.Queue[list[WatchEvent] | None]", list[WatchEvent]]]
+_Outcomes = list[tuple["asyncio.Future[Any]", Any, BaseException | None]]
+
+
+def _hand_over(publications: _Publications, outcomes: _Outcomes) -> None:
+    """On the event loop: watchers first, so that a caller who sees its write
+    acknowledged and then watches finds the event already in history; then
+    the callers, unless one gave up (a cancelled request: its write may still
+    have been applied, as with etcd)."""
+    for q, events in publications:
+        q.put_nowait(events)
+    for future, result, error in outcomes:
+        if future.done():
+            continue
         if error is not None:
-            op.future.set_exception(error)
+            future.set_exception(error)
         else:
-            op.future.set_result(result)
-    except concurrent.futures.InvalidStateError:
-        pass
+            future.set_result(result)
 
 
 class SqliteStore:
@@ -186,24 +200,30 @@ class SqliteStore:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             self._revision = start_rev
-            for op in batch:
-                _settle(op, None, StoreError(f"sqlite store failure: {exc}"))
+            failure = StoreError(f"sqlite store failure: {exc}")
+            self._deliver([], [(op, None, failure) for op in batch])
             return
-        # Durable now: tell watchers first, so that a caller who sees its write
-        # acknowledged and then watches finds the event already in history.
-        if events:
-            self._publish(events)
-        for op, result, error in results:
-            _settle(op, result, error)
+        self._deliver(events, results)
 
-    def _publish(self, events: list[WatchEvent]) -> None:
-        with self._subscribers_lock:
-            subscribers = list(self._subscribers)
-        for sub in subscribers:
-            mine = [e for e in events if e.key.startswith(sub.prefix)]
-            if mine:
-                with contextlib.suppress(RuntimeError):  # loop already closed
-                    sub.loop.call_soon_threadsafe(sub.queue.put_nowait, mine)
+    def _deliver(
+        self, events: list[WatchEvent], results: list[tuple[_Op, Any, BaseException | None]]
+    ) -> None:
+        """Durable now: one call per event loop hands it the batch's events and
+        outcomes. (One wake-up and one callback per batch, where a future per
+        operation would cost a wake-up, a lock and two callbacks each.)"""
+        by_loop: dict[asyncio.AbstractEventLoop, tuple[_Publications, _Outcomes]] = {}
+        if events:
+            with self._subscribers_lock:
+                subscribers = list(self._subscribers)
+            for sub in subscribers:
+                mine = [e for e in events if e.key.startswith(sub.prefix)]
+                if mine:
+                    by_loop.setdefault(sub.loop, ([], []))[0].append((sub.queue, mine))
+        for op, result, error in results:
+            by_loop.setdefault(op.loop, ([], []))[1].append((op.future, result, error))
+        for loop, (publications, outcomes) in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                loop.call_soon_threadsafe(_hand_over, publications, outcomes)
 
     # Operation handlers run on the writer thread inside the batch transaction.
 
@@ -316,9 +336,10 @@ class SqliteStore:
     async def _submit(self, kind: str, *args: Any) -> Any:
         if self._closed:
             raise StoreError("the store is closed")
-        op = _Op(kind, args)
-        self._ops.put(op)
-        return await asyncio.wrap_future(op.future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._ops.put(_Op(kind, args, loop, future))
+        return await future
 
     async def get(self, key: str) -> KeyValue | None:
         result: KeyValue | None = await self._submit("get", key)
