@@ -7,8 +7,8 @@ thousands of times a second, so it shows in throughput; nothing else changes.
 
 The garbage collector is tuned for the same reason. These processes hold
 large long-lived heaps (the watch cache, informer caches) and allocate
-quickly: with the default gen-0 threshold (700 allocations) collections ran
-thousands of times a second and took about 3 % of the apiserver's core.
+quickly: with the default gen-0 threshold (700 net allocations) the collector
+took about 3 % of the apiserver's core in the scheduler benchmark (py-spy).
 Reference cycles are rare in this code, so collecting less often costs
 little memory. What was loaded at start-up (modules, protobuf descriptors)
 is frozen out of every collection.
