@@ -181,6 +181,9 @@ class WatchCache:
         # (revision, sequence, future), released in revision order as it advances.
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_seq = itertools.count()
+        # Waiters that timed out or were cancelled stay in the heap until their
+        # revision comes; counted, so a stalled store cannot make it grow unseen.
+        self._stale_waiters = 0
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self.listeners: list[Callable[[CacheEvent], None]] = []
@@ -285,7 +288,9 @@ class WatchCache:
         waiters = self._waiters
         while waiters and waiters[0][0] <= revision:
             future = heapq.heappop(waiters)[2]
-            if not future.done():  # not timed out or cancelled meanwhile
+            if future.done():  # timed out or cancelled meanwhile
+                self._stale_waiters = max(0, self._stale_waiters - 1)
+            else:
                 future.set_result(None)
 
     async def wait_for(self, revision: int, timeout: float = 10.0) -> None:
@@ -302,6 +307,15 @@ class WatchCache:
             await future
         finally:
             expiry.cancel()
+            if future.cancelled() or future.exception() is not None:
+                self._drop_stale_waiters()
+
+    def _drop_stale_waiters(self) -> None:
+        self._stale_waiters += 1
+        if self._stale_waiters > 64 and 2 * self._stale_waiters > len(self._waiters):
+            self._waiters = [w for w in self._waiters if not w[2].done()]
+            heapq.heapify(self._waiters)
+            self._stale_waiters = 0
 
     # -- reads -------------------------------------------------------------------
 

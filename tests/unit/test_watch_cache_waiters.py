@@ -69,3 +69,16 @@ async def test_a_cancelled_waiter_does_not_disturb_the_others() -> None:
     cache._advance(5)
     await asyncio.wait_for(kept, 0.5)
     assert gone.cancelled()
+
+
+async def test_waiters_that_gave_up_do_not_pile_up_while_the_cache_stalls() -> None:
+    cache = cache_at(1)
+    for _ in range(500):
+        with pytest.raises(TimeoutError):
+            await cache.wait_for(100, timeout=0)
+    assert len(cache._waiters) <= 130  # pruned as they go, not kept until revision 100
+    live = asyncio.create_task(cache.wait_for(100))
+    await asyncio.sleep(0)
+    cache._advance(100)
+    await asyncio.wait_for(live, 0.5)
+    assert cache._waiters == []
