@@ -26,6 +26,7 @@ from orchestrator.apiserver.authz import Attributes, Authorizer
 from orchestrator.apiserver.cache import Filter
 from orchestrator.apiserver.errors import ApiError, BadRequest, Forbidden, Invalid
 from orchestrator.apiserver.metrics import MetricsApi
+from orchestrator.apiserver.pipeline import Handler, PipelineSession
 from orchestrator.apiserver.proxy import PodStreamProxy
 from orchestrator.apiserver.registry import Registry, UserInfo
 
@@ -86,6 +87,13 @@ class ApiService(pb_grpc.ApiServicer):
         self.proxy = PodStreamProxy(self.cache, authenticator, authorizer, pki)
         # Metrics reach the agents through the proxy's mTLS channels.
         self.metrics = MetricsApi(self.cache, authorizer, self.proxy.stub)
+        self.pipelined: dict[str, Handler] = {
+            "create": self._create,
+            "get": self._get,
+            "update": self._update,
+            "bind": self._bind,
+            "delete": self._delete,
+        }
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -118,26 +126,26 @@ class ApiService(pb_grpc.ApiServicer):
     # -- the API -------------------------------------------------------------------------
 
     async def Create(self, request: pb.CreateRequest, context: Any) -> pb.Object:
-        async def run(user: UserInfo) -> pb.Object:
-            info, obj = _decode(request.object)
-            m = meta(obj)
-            ns = (m.namespace or "default") if info.namespaced else ""
-            self._authorize(user, Attributes("create", info, ns, m.name, obj=obj))
-            return _wrap(await self.registry.create(obj, user, dry_run=request.dry_run))
+        return await self._call(context, lambda user: self._create(user, request))
 
-        return await self._call(context, run)
+    async def _create(self, user: UserInfo, request: pb.CreateRequest) -> pb.Object:
+        info, obj = _decode(request.object)
+        m = meta(obj)
+        ns = (m.namespace or "default") if info.namespaced else ""
+        self._authorize(user, Attributes("create", info, ns, m.name, obj=obj))
+        return _wrap(await self.registry.create(obj, user, dry_run=request.dry_run))
 
     async def Get(self, request: pb.GetRequest, context: Any) -> pb.Object:
-        async def run(user: UserInfo) -> pb.Object:
-            info = _kind(request.kind)
-            ns = request.namespace if info.namespaced else ""
-            if info.namespaced and not ns:
-                ns = "default"
-            self._authorize(user, Attributes("get", info, ns, request.name))
-            cached = await self.registry.get(info, ns, request.name)
-            return pb.Object(kind=info.kind, raw=cached.raw)
+        return await self._call(context, lambda user: self._get(user, request))
 
-        return await self._call(context, run)
+    async def _get(self, user: UserInfo, request: pb.GetRequest) -> pb.Object:
+        info = _kind(request.kind)
+        ns = request.namespace if info.namespaced else ""
+        if info.namespaced and not ns:
+            ns = "default"
+        self._authorize(user, Attributes("get", info, ns, request.name))
+        cached = await self.registry.get(info, ns, request.name)
+        return pb.Object(kind=info.kind, raw=cached.raw)
 
     async def List(self, request: pb.ListRequest, context: Any) -> pb.ListResponse:
         async def run(user: UserInfo) -> pb.ListResponse:
@@ -168,50 +176,56 @@ class ApiService(pb_grpc.ApiServicer):
         return await self._call(context, run)
 
     async def Update(self, request: pb.UpdateRequest, context: Any) -> pb.Object:
-        async def run(user: UserInfo) -> pb.Object:
-            info, obj = _decode(request.object)
-            m = meta(obj)
-            ns = (m.namespace or "default") if info.namespaced else ""
-            sub = "status" if request.status else ""
-            self._authorize(user, Attributes("update", info, ns, m.name, sub, obj=obj))
-            return _wrap(
-                await self.registry.update(
-                    obj, user, status=request.status, dry_run=request.dry_run
-                )
-            )
+        return await self._call(context, lambda user: self._update(user, request))
 
-        return await self._call(context, run)
+    async def _update(self, user: UserInfo, request: pb.UpdateRequest) -> pb.Object:
+        info, obj = _decode(request.object)
+        m = meta(obj)
+        ns = (m.namespace or "default") if info.namespaced else ""
+        sub = "status" if request.status else ""
+        self._authorize(user, Attributes("update", info, ns, m.name, sub, obj=obj))
+        return _wrap(
+            await self.registry.update(obj, user, status=request.status, dry_run=request.dry_run)
+        )
 
     async def Bind(self, request: pb.BindRequest, context: Any) -> pb.Object:
-        async def run(user: UserInfo) -> pb.Object:
-            info = _kind("Pod")
-            ns = request.namespace or "default"
-            self._authorize(user, Attributes("create", info, ns, request.name, "binding"))
-            return _wrap(await self.registry.bind(ns, request.name, request.node, uid=request.uid))
+        return await self._call(context, lambda user: self._bind(user, request))
 
-        return await self._call(context, run)
+    async def _bind(self, user: UserInfo, request: pb.BindRequest) -> pb.Object:
+        info = _kind("Pod")
+        ns = request.namespace or "default"
+        self._authorize(user, Attributes("create", info, ns, request.name, "binding"))
+        return _wrap(await self.registry.bind(ns, request.name, request.node, uid=request.uid))
 
     async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:
-        async def run(user: UserInfo) -> pb.DeleteResponse:
-            info = _kind(request.kind)
-            ns = (request.namespace or "default") if info.namespaced else ""
-            self._authorize(user, Attributes("delete", info, ns, request.name))
-            grace = (
-                request.grace_period_seconds if request.HasField("grace_period_seconds") else None
-            )
-            obj, gone = await self.registry.delete(
-                info,
-                ns,
-                request.name,
-                grace_period=grace,
-                propagation=request.propagation_policy,
-                precondition_uid=request.precondition_uid,
-                precondition_rv=request.precondition_resource_version,
-                dry_run=request.dry_run,
-            )
-            return pb.DeleteResponse(object=_wrap(obj), deleted=gone)
+        return await self._call(context, lambda user: self._delete(user, request))
 
-        return await self._call(context, run)
+    async def _delete(self, user: UserInfo, request: pb.DeleteRequest) -> pb.DeleteResponse:
+        info = _kind(request.kind)
+        ns = (request.namespace or "default") if info.namespaced else ""
+        self._authorize(user, Attributes("delete", info, ns, request.name))
+        grace = request.grace_period_seconds if request.HasField("grace_period_seconds") else None
+        obj, gone = await self.registry.delete(
+            info,
+            ns,
+            request.name,
+            grace_period=grace,
+            propagation=request.propagation_policy,
+            precondition_uid=request.precondition_uid,
+            precondition_rv=request.precondition_resource_version,
+            dry_run=request.dry_run,
+        )
+        return pb.DeleteResponse(object=_wrap(obj), deleted=gone)
+
+    async def Pipeline(
+        self, requests: AsyncIterator[pb.PipelineRequest], context: Any
+    ) -> AsyncIterator[pb.PipelineResponse]:
+        try:
+            user = self.authn.authenticate(context)
+        except ApiError as exc:
+            await context.abort(exc.code, exc.message)
+        async for response in PipelineSession(self.pipelined, user).run(requests):
+            yield response
 
     async def Apply(self, request: pb.ApplyRequest, context: Any) -> pb.ApplyResponse:
         async def run(user: UserInfo) -> pb.ApplyResponse:

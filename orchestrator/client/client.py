@@ -16,6 +16,37 @@ from orchestrator.api.meta import meta
 from orchestrator.api.pb import apiservice_pb2 as pb
 from orchestrator.api.pb import apiservice_pb2_grpc as pb_grpc
 from orchestrator.client.config import Connection
+from orchestrator.client.errors import (
+    AlreadyExistsError,
+    ApiError,
+    ConflictError,
+    ForbiddenError,
+    GoneError,
+    InvalidError,
+    NotFoundError,
+    UnauthenticatedError,
+    UnavailableError,
+    translate_error,
+)
+from orchestrator.client.pipeline import Pipeline
+
+# The errors are defined in errors.py and re-exported: callers import them from here.
+__all__ = [
+    "AlreadyExistsError",
+    "ApiError",
+    "Client",
+    "ConflictError",
+    "ForbiddenError",
+    "GoneError",
+    "InvalidError",
+    "NotFoundError",
+    "ObjectList",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "WatchEvent",
+    "secure_channel",
+    "translate_error",
+]
 
 M = TypeVar("M", bound=Message)
 
@@ -26,69 +57,6 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_permit_without_calls", 1),
 ]
-
-
-class ApiError(Exception):
-    """An error the apiserver returned, with its gRPC status code."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class NotFoundError(ApiError):
-    pass
-
-
-class AlreadyExistsError(ApiError):
-    pass
-
-
-class ConflictError(ApiError):
-    pass
-
-
-class InvalidError(ApiError):
-    pass
-
-
-class ForbiddenError(ApiError):
-    pass
-
-
-class UnauthenticatedError(ApiError):
-    pass
-
-
-class GoneError(ApiError):
-    """The watch's resourceVersion is too old: list again."""
-
-
-class UnavailableError(ApiError):
-    pass
-
-
-_BY_CODE: dict[grpc.StatusCode, type[ApiError]] = {
-    grpc.StatusCode.NOT_FOUND: NotFoundError,
-    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
-    grpc.StatusCode.ABORTED: ConflictError,
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: InvalidError,
-    grpc.StatusCode.PERMISSION_DENIED: ForbiddenError,
-    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
-    grpc.StatusCode.OUT_OF_RANGE: GoneError,
-    grpc.StatusCode.UNAVAILABLE: UnavailableError,
-    grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
-}
-
-
-def translate_error(exc: grpc.aio.AioRpcError) -> ApiError:
-    code = exc.code()
-    details = exc.details() or code.name
-    if code == grpc.StatusCode.UNAVAILABLE and "handshake" in details.lower():
-        details = f"TLS handshake with the apiserver failed: {details}"
-    return _BY_CODE.get(code, ApiError)(code, details)
 
 
 @dataclass(frozen=True)
@@ -135,6 +103,7 @@ class Client:
         self.timeout = timeout
         self._channel = secure_channel(conn)
         self._stub = pb_grpc.ApiStub(self._channel)
+        self._pipeline = Pipeline(lambda: self._stub)
 
     async def reconnect(self, conn: Connection) -> None:
         """Switch to new credentials (a renewed certificate) for later calls;
@@ -143,6 +112,7 @@ class Client:
         self.conn = conn
         self._channel = secure_channel(conn)
         self._stub = pb_grpc.ApiStub(self._channel)
+        self._pipeline.reset()
         self._closing = asyncio.create_task(old.close(grace=30))
 
     async def __aenter__(self) -> Client:
@@ -152,6 +122,7 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
+        self._pipeline.close()
         await self._channel.close()
 
     async def _unary(self, method: Any, request: Any) -> Any:
@@ -160,24 +131,27 @@ class Client:
         except grpc.aio.AioRpcError as exc:
             raise translate_error(exc) from None
 
+    async def _pipelined(self, verb: str, request: Any) -> pb.PipelineResponse:
+        return await self._pipeline.call(verb, request, self.timeout)
+
     # -- verbs -------------------------------------------------------------------
 
     async def create(self, obj: M, *, dry_run: bool = False) -> M:
-        resp = await self._unary(
-            self._stub.Create,
+        resp = await self._pipelined(
+            "create",
             pb.CreateRequest(
                 object=pb.Object(kind=obj.kind, raw=obj.SerializeToString()),  # type: ignore[attr-defined]
                 dry_run=dry_run,
             ),
         )
-        result: M = _decode(kind_info(resp.kind), resp.raw)
+        result: M = _decode(kind_info(resp.object.kind), resp.object.raw)
         return result
 
     async def get(self, kind: str, name: str, namespace: str | None = None) -> Any:
         info = kind_info(kind)
         ns = (namespace or self.namespace) if info.namespaced else ""
-        resp = await self._unary(self._stub.Get, pb.GetRequest(kind=kind, namespace=ns, name=name))
-        return _decode(info, resp.raw)
+        resp = await self._pipelined("get", pb.GetRequest(kind=kind, namespace=ns, name=name))
+        return _decode(info, resp.object.raw)
 
     async def list(
         self,
@@ -214,15 +188,15 @@ class Client:
         return await self._update(obj, status=True, dry_run=False)
 
     async def _update(self, obj: M, *, status: bool, dry_run: bool) -> M:
-        resp = await self._unary(
-            self._stub.Update,
+        resp = await self._pipelined(
+            "update",
             pb.UpdateRequest(
                 object=pb.Object(kind=obj.kind, raw=obj.SerializeToString()),  # type: ignore[attr-defined]
                 status=status,
                 dry_run=dry_run,
             ),
         )
-        result: M = _decode(kind_info(resp.kind), resp.raw)
+        result: M = _decode(kind_info(resp.object.kind), resp.object.raw)
         return result
 
     async def bind(self, namespace: str, name: str, node: str, *, uid: str = "") -> Any:
@@ -230,8 +204,8 @@ class Client:
         bound pod. ConflictError when it is bound already, being deleted or,
         with uid, no longer that pod."""
         request = pb.BindRequest(namespace=namespace, name=name, uid=uid, node=node)
-        resp = await self._unary(self._stub.Bind, request)
-        return _decode(kind_info("Pod"), resp.raw)
+        resp = await self._pipelined("bind", request)
+        return _decode(kind_info("Pod"), resp.object.raw)
 
     async def delete(
         self,
@@ -258,8 +232,8 @@ class Client:
         )
         if grace_period is not None:
             req.grace_period_seconds = grace_period
-        resp = await self._unary(self._stub.Delete, req)
-        return _decode(info, resp.object.raw), resp.deleted
+        resp = await self._pipelined("delete", req)
+        return _decode(info, resp.deleted.object.raw), resp.deleted.deleted
 
     async def apply(
         self, manifest: dict[str, Any], *, namespace: str | None = None, dry_run: bool = False

@@ -70,6 +70,11 @@ class ApiStub:
                 request_serializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.WatchRequest.SerializeToString,
                 response_deserializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.WatchEvents.FromString,
                 _registered_method=True)
+        self.Pipeline = channel.stream_stream(
+                '/orch.api.v1.Api/Pipeline',
+                request_serializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.PipelineRequest.SerializeToString,
+                response_deserializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.PipelineResponse.FromString,
+                _registered_method=True)
         self.Apply = channel.unary_unary(
                 '/orch.api.v1.Api/Apply',
                 request_serializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.ApplyRequest.SerializeToString,
@@ -143,6 +148,14 @@ class ApiServicer:
 
     def Watch(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Pipeline(self, request_iterator, context):
+        """Create, Get, Update, Bind and Delete as messages on one stream (see
+        PipelineRequest); the client library sends those verbs this way.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -223,6 +236,11 @@ def add_ApiServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.WatchRequest.FromString,
                     response_serializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.WatchEvents.SerializeToString,
+            ),
+            'Pipeline': grpc.stream_stream_rpc_method_handler(
+                    servicer.Pipeline,
+                    request_deserializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.PipelineRequest.FromString,
+                    response_serializer=orchestrator_dot_api_dot_pb_dot_apiservice__pb2.PipelineResponse.SerializeToString,
             ),
             'Apply': grpc.unary_unary_rpc_method_handler(
                     servicer.Apply,
@@ -444,6 +462,33 @@ class Api:
             '/orch.api.v1.Api/Watch',
             orchestrator_dot_api_dot_pb_dot_apiservice__pb2.WatchRequest.SerializeToString,
             orchestrator_dot_api_dot_pb_dot_apiservice__pb2.WatchEvents.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pipeline(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/orch.api.v1.Api/Pipeline',
+            orchestrator_dot_api_dot_pb_dot_apiservice__pb2.PipelineRequest.SerializeToString,
+            orchestrator_dot_api_dot_pb_dot_apiservice__pb2.PipelineResponse.FromString,
             options,
             channel_credentials,
             insecure,
