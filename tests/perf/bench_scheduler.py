@@ -11,6 +11,10 @@ per scheduler:
   pods/s = pods / (first create sent -> last pod seen bound); per-pod
   latency p50/p99 = create sent -> bound seen. Creation competes with
   scheduling for the apiserver and the two cores, as in a real burst.
+- paced: 5,000 more pods offered at the target rate (500/s) instead of as
+  fast as possible: per-pod latency p50/p99 while the scheduler keeps up.
+  (In the live burst, creates can outpace binds, and its latency then
+  measures the queue that builds.)
 - backlog: 10,000 more pods created first, then the scheduler started;
   pods/s = binds / (first bind seen -> last bind seen): how fast it drains
   a queue when nothing else writes.
@@ -77,6 +81,9 @@ from tests.support.controlplane import ControlPlane  # noqa: E402
 NAMESPACE = "bench"
 LEASE_NAMESPACE = "kube-node-lease"
 CREATORS = 32
+# The paced measurement: this many pods offered at the target rate.
+PACED_PODS = 5000
+PACED_RATE = 500.0
 BIND_CONCURRENCY = 64
 ZONES = 3
 
@@ -280,7 +287,8 @@ async def create_nodes(clients: list[Client], count: int) -> list[Any]:
                 names[i],
                 cpu="32",
                 memory="128Gi",
-                pods=max(110, 20_000 // count + 10),
+                # Room for the live, paced and backlog pods of a run.
+                pods=max(110, (20_000 + PACED_PODS) // count + 10),
                 labels={"topology.kubernetes.io/zone": f"zone-{i % ZONES}"},
             )
             await create_retrying(client, node)
@@ -403,8 +411,42 @@ async def run_live(cp: ControlPlane, pods: int, pids: dict[str, int]) -> dict[st
     }
 
 
-async def create_pods_in(cp: ControlPlane, namespace: str, pods: int) -> dict[str, float]:
-    """create_pods for a namespace that already exists."""
+async def run_paced(
+    cp: ControlPlane, pods: int, rate: float, pids: dict[str, int]
+) -> dict[str, Any]:
+    """Pods created at a steady rate (the target's), not as fast as the
+    creators can: the latency a pod sees while the scheduler keeps up, which
+    the live burst (creates outpacing binds, so pods queue) does not show."""
+    async with Client(cp.connection(), timeout=120) as watcher:
+        watch = BoundWatch(watcher, "paced", pods)
+        async with Client(cp.connection(), timeout=120) as admin:
+            ns = core.Namespace(api_version="v1", kind="Namespace")
+            ns.metadata.name = "paced"
+            await admin.create(ns)
+        await watch.start()
+        start = time.perf_counter()
+        cpu = CpuShares(pids)
+        created = await create_pods_in(cp, "paced", pods, rate=rate)
+        await watch.wait(max(120, pods / 20))
+        cores = cpu.result()
+    bound = watch.bound
+    latencies = [bound[n] - created[n] for n in bound if n in created]
+    end = max(bound.values(), default=time.perf_counter())
+    return {
+        "offered_pods_per_s": rate,
+        "bound": len(bound),
+        "pods_per_s": round(len(bound) / (end - start), 1),
+        "latency_p50_ms": round(pct(latencies, 50) * 1000, 1),
+        "latency_p99_ms": round(pct(latencies, 99) * 1000, 1),
+        "cpu_cores": cores,
+    }
+
+
+async def create_pods_in(
+    cp: ControlPlane, namespace: str, pods: int, *, rate: float | None = None
+) -> dict[str, float]:
+    """create_pods for a namespace that already exists; with rate, pod i is
+    sent no earlier than i / rate seconds after the first."""
     created: dict[str, float] = {}
     clients = [Client(cp.connection(), timeout=120) for _ in range(CREATORS)]
     try:
@@ -412,9 +454,12 @@ async def create_pods_in(cp: ControlPlane, namespace: str, pods: int) -> dict[st
         template = make_pod("template", namespace, cpu="100m", memory="64Mi")
         template.metadata.uid = ""
         template.metadata.labels["app"] = "bench"
+        start = time.perf_counter()
 
         async def create(idx: int, client: Client) -> None:
             for i in range(idx, pods, CREATORS):
+                if rate:
+                    await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
                 obj = core.Pod()
                 obj.CopyFrom(template)
                 obj.metadata.name = f"p-{i:05d}"
@@ -491,13 +536,24 @@ async def one_run(
                     live = await run_live(cp, pods, process_ids(cp, proc))
                 finally:
                     live["scheduler"] = stop_scheduler_process(proc, stats_out)
+                stats_out = tmp / f"stats-paced-{kind}-{nodes}.json"
+                proc = start_scheduler_process(kind, cp.admin_conf, stats_out)
+                try:
+                    paced = await run_paced(cp, PACED_PODS, PACED_RATE, process_ids(cp, proc))
+                finally:
+                    paced["scheduler"] = stop_scheduler_process(proc, stats_out)
                 backlog, stats = await run_backlog(cp, kind, pods, tmp)
                 backlog["scheduler"] = stats
             finally:
                 renewer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await renewer
-        return {"node_setup_s": round(setup_s, 1), "live": live, "backlog": backlog}
+        return {
+            "node_setup_s": round(setup_s, 1),
+            "live": live,
+            "paced": paced,
+            "backlog": backlog,
+        }
     finally:
         cp.stop()
 
