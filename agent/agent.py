@@ -77,7 +77,11 @@ class Agent:
         self._tasks.append(asyncio.create_task(self._renew_loop(), name="cert-renewal"))
         pod_cidr = await self._wait_for_pod_cidr()
         overlay = await self._overlay(pod_cidr, reporter)
-        network = await self._pod_network(pod_cidr, overlay.pod_mtu if overlay else 1500)
+        network = await self._pod_network(
+            pod_cidr,
+            overlay.pod_mtu if overlay else 1500,
+            overlay.encapsulation_udp_port if overlay else None,
+        )
         self._stoppers.append(await self._service_proxy())
         self._stoppers.append(await self._cluster_dns())
         kubelet = await self._kubelet(runtime, network)
@@ -155,7 +159,7 @@ class Agent:
         await dns.start()
         return dns
 
-    async def _pod_network(self, pod_cidr: str, mtu: int) -> Any:
+    async def _pod_network(self, pod_cidr: str, mtu: int, untracked_udp_port: int | None) -> Any:
         from agent.network.bridge import BridgeNetwork
         from agent.network.hostports import HostPorts
         from agent.network.proxy.nftables import NftCommands, nft_available
@@ -169,6 +173,7 @@ class Agent:
             mtu=mtu,
             cluster_cidr=CLUSTER_CIDR,
             hostports=hostports,
+            untracked_udp_port=untracked_udp_port,
         )
         await network.ensure_bridge()
         return network

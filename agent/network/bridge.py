@@ -130,6 +130,7 @@ class BridgeNetwork:
         node_netns: str | None = None,
         cluster_cidr: str | None = None,
         hostports: HostPorts | None = None,
+        untracked_udp_port: int | None = None,
     ) -> None:
         self.ipam = HostLocalIPAM(pod_cidr, Path(state_dir) / "ipam")
         self.hostports = hostports
@@ -142,7 +143,10 @@ class BridgeNetwork:
         self.mtu = mtu
         self.node_netns = node_netns
         self.firewall = HostFirewall(
-            self.pod_cidr, cluster_cidr=cluster_cidr, node_netns=node_netns
+            self.pod_cidr,
+            cluster_cidr=cluster_cidr,
+            node_netns=node_netns,
+            untracked_udp_port=untracked_udp_port,
         )
         # Bridge creation is check-then-act: serialize it across pod workers.
         self._bridge_lock = threading.Lock()

@@ -7,6 +7,14 @@
   dockerd in the same namespace sets the FORWARD policy to DROP.
 - MASQUERADE for pod traffic leaving the pod CIDR (or the cluster CIDR, when
   given), in our own nat chain.
+- NOTRACK, in our own raw chain, for the overlay's encapsulation (VXLAN's UDP
+  port) when the overlay has one: the pod traffic inside is tracked (Service
+  NAT needs that) when it is forwarded; tracking the outer UDP too costs every
+  packet a second conntrack pass on each node for state nothing reads.
+  Measured in the network benchmark: VXLAN/LAN throughput +0.03 (paired runs,
+  four of four). A host firewall that accepts the port by number (ufw,
+  firewalld) still accepts these packets; one that accepts only
+  `--ctstate NEW` for it would not, since they are UNTRACKED.
 
 Everything runs in the node's network namespace: the current one (the agent
 runs inside it), or a named one through `nsenter` (tests).
@@ -23,6 +31,13 @@ log = logging.getLogger(__name__)
 
 FORWARD_CHAIN = "ORCH-FORWARD"
 NAT_CHAIN = "ORCH-POSTROUTING"
+RAW_CHAIN = "ORCH-NOTRACK"
+# Our chains and where they are jumped to from.
+_CHAINS = (
+    ("filter", FORWARD_CHAIN, ("FORWARD",)),
+    ("nat", NAT_CHAIN, ("POSTROUTING",)),
+    ("raw", RAW_CHAIN, ("PREROUTING", "OUTPUT")),
+)
 COMMENT = "orch pod network"
 
 SYSCTLS = {
@@ -53,9 +68,12 @@ class HostFirewall:
         *,
         cluster_cidr: str | None = None,
         node_netns: str | None = None,
+        untracked_udp_port: int | None = None,
         runner: Runner | None = None,
     ) -> None:
         self.pod_cidr = pod_cidr
+        # The overlay's encapsulation port, whose packets skip conntrack.
+        self.untracked_udp_port = untracked_udp_port
         # Traffic to other pods is never masqueraded: the node's own range, or
         # the whole cluster's once pods on other nodes are reachable.
         self.no_masquerade_cidr = cluster_cidr or pod_cidr
@@ -129,7 +147,7 @@ class HostFirewall:
         # node, would otherwise meet a FORWARD DROP policy (dockerd sets one).
         pods = self.no_masquerade_cidr
         comment = ["-m", "comment", "--comment", COMMENT]
-        return [
+        rules = [
             ("filter", "FORWARD", [*comment, "-j", FORWARD_CHAIN], True),
             ("filter", FORWARD_CHAIN, ["-s", pods, *comment, "-j", "ACCEPT"], False),
             ("filter", FORWARD_CHAIN, ["-d", pods, *comment, "-j", "ACCEPT"], False),
@@ -141,13 +159,30 @@ class HostFirewall:
                 False,
             ),
         ]
+        if self.untracked_udp_port is not None:
+            port = str(self.untracked_udp_port)
+            rules += [
+                ("raw", "PREROUTING", [*comment, "-j", RAW_CHAIN], True),
+                ("raw", "OUTPUT", [*comment, "-j", RAW_CHAIN], True),
+                (
+                    "raw",
+                    RAW_CHAIN,
+                    ["-p", "udp", "--dport", port, *comment, "-j", "NOTRACK"],
+                    False,
+                ),
+            ]
+        return rules
 
     def ensure_rules(self) -> None:
-        """Idempotent: each rule is checked (-C) before it is added."""
-        self._ensure_chain("filter", FORWARD_CHAIN)
-        self._ensure_chain("nat", NAT_CHAIN)
+        """Idempotent: each rule is checked (-C) before it is added. Our chains
+        hold exactly the wanted rules; one no longer wanted (the raw chain,
+        after a switch to an overlay without encapsulation) goes."""
         rules = self.rules()
-        for table, chain in (("filter", FORWARD_CHAIN), ("nat", NAT_CHAIN)):
+        for table, chain, parents in _CHAINS:
+            if not any((t, c) == (table, chain) for t, c, _, _ in rules):
+                self._remove_chain(table, chain, parents)
+                continue
+            self._ensure_chain(table, chain)
             wanted = [r for t, c, r, _ in rules if (t, c) == (table, chain)]
             self._prune_chain(table, chain, wanted)
         for table, chain, rule, first in rules:
@@ -171,14 +206,15 @@ class HostFirewall:
 
     def remove_rules(self) -> None:
         """Remove our chains and the jumps to them (the sysctls stay)."""
-        for table, parent, chain in (
-            ("filter", "FORWARD", FORWARD_CHAIN),
-            ("nat", "POSTROUTING", NAT_CHAIN),
-        ):
-            jump = ["-m", "comment", "--comment", COMMENT, "-j", chain]
+        for table, chain, parents in _CHAINS:
+            self._remove_chain(table, chain, parents)
+
+    def _remove_chain(self, table: str, chain: str, parents: tuple[str, ...]) -> None:
+        jump = ["-m", "comment", "--comment", COMMENT, "-j", chain]
+        for parent in parents:
             for _ in range(16):  # duplicates, if any, go too
                 if self._iptables("-t", table, "-D", parent, *jump).returncode != 0:
                     break
-            if self._iptables("-t", table, "-S", chain).returncode == 0:
-                self._must("-t", table, "-F", chain)
-                self._must("-t", table, "-X", chain)
+        if self._iptables("-t", table, "-S", chain).returncode == 0:
+            self._must("-t", table, "-F", chain)
+            self._must("-t", table, "-X", chain)

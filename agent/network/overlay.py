@@ -350,6 +350,9 @@ class SyncReport:
 
 class Overlay(Protocol):
     backend: str
+    # The UDP port the overlay encapsulates pod traffic in, if it does: the
+    # node's firewall exempts it from connection tracking (hostfw.py).
+    encapsulation_udp_port: int | None
 
     @property
     def pod_mtu(self) -> int:
@@ -384,6 +387,7 @@ class _Base:
     """Shared reconcile: observe, plan, apply, remember who owned what."""
 
     backend = ""
+    encapsulation_udp_port: int | None = None
 
     def __init__(
         self,
@@ -514,6 +518,7 @@ class VxlanOverlay(_Base):
             raise OverlayError(f"device name {device!r} is longer than 15 characters")
         self.vni = vni
         self.port = port
+        self.encapsulation_udp_port = port
         self.device = device
         self.vtep_mac = vtep_mac(self.pod_cidr)
         self.address = subnet_address(self.pod_cidr)

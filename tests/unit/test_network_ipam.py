@@ -155,6 +155,8 @@ class FakeIptables:
         self.chains: dict[tuple[str, str], list[list[str]]] = {
             ("filter", "FORWARD"): [],
             ("nat", "POSTROUTING"): [],
+            ("raw", "PREROUTING"): [],
+            ("raw", "OUTPUT"): [],
         }
         self.calls: list[list[str]] = []
 
@@ -225,3 +227,30 @@ def test_firewall_rules_are_added_once_and_follow_the_cidr() -> None:
     assert ("filter", "ORCH-FORWARD") not in fake.chains
     assert ("nat", "ORCH-POSTROUTING") not in fake.chains
     assert fake.chains[("filter", "FORWARD")] == []
+
+
+def test_the_overlay_port_skips_conntrack_and_the_rule_goes_with_the_overlay() -> None:
+    fake = FakeIptables()
+    fw = HostFirewall("10.244.3.0/24", untracked_udp_port=8472, runner=fake)
+    fw.ensure_rules()
+    fw.ensure_rules()
+    jump = ["-m", "comment", "--comment", "orch pod network", "-j", "ORCH-NOTRACK"]
+    assert fake.chains[("raw", "PREROUTING")] == [jump]
+    assert fake.chains[("raw", "OUTPUT")] == [jump]
+    comment = ["-m", "comment", "--comment", "orch pod network"]
+    assert fake.chains[("raw", "ORCH-NOTRACK")] == [
+        ["-p", "udp", "--dport", "8472", *comment, "-j", "NOTRACK"]
+    ]
+    # Another port (the agent restarted with --vxlan-port): the old rule goes.
+    HostFirewall("10.244.3.0/24", untracked_udp_port=4789, runner=fake).ensure_rules()
+    assert [r[3] for r in fake.chains[("raw", "ORCH-NOTRACK")]] == ["4789"]
+    # No encapsulation (host-gw): no raw chain and no jumps to it.
+    HostFirewall("10.244.3.0/24", runner=fake).ensure_rules()
+    assert ("raw", "ORCH-NOTRACK") not in fake.chains
+    assert fake.chains[("raw", "PREROUTING")] == fake.chains[("raw", "OUTPUT")] == []
+    assert len(fake.chains[("filter", "FORWARD")]) == 1  # the rest is untouched
+
+    fw.ensure_rules()
+    fw.remove_rules()
+    assert ("raw", "ORCH-NOTRACK") not in fake.chains
+    assert fake.chains[("raw", "PREROUTING")] == []
