@@ -383,58 +383,40 @@ class BoundWatch:
                 await self._task
 
 
-async def run_live(cp: ControlPlane, pods: int, pids: dict[str, int]) -> dict[str, Any]:
-    """Pods created while the scheduler runs: create -> bound, end to end."""
+async def run_live(
+    cp: ControlPlane,
+    pods: int,
+    pids: dict[str, int],
+    *,
+    namespace: str = "live",
+    rate: float | None = None,
+) -> dict[str, Any]:
+    """Pods created while the scheduler runs: create -> bound, end to end.
+
+    With rate (the paced measurement), pods are offered at that steady rate,
+    not as fast as the creators can: the latency a pod sees while the
+    scheduler keeps up, which the burst (creates outpacing binds, so pods
+    queue) does not show."""
     async with Client(cp.connection(), timeout=120) as watcher:
-        watch = BoundWatch(watcher, "live", pods)
+        watch = BoundWatch(watcher, namespace, pods)
         async with Client(cp.connection(), timeout=120) as admin:
             ns = core.Namespace(api_version="v1", kind="Namespace")
-            ns.metadata.name = "live"
+            ns.metadata.name = namespace
             await admin.create(ns)
         await watch.start()
         start = time.perf_counter()
         cpu = CpuShares(pids)
-        created = await create_pods_in(cp, "live", pods)
+        created = await create_pods_in(cp, namespace, pods, rate=rate)
         create_s = time.perf_counter() - start
         await watch.wait(max(120, pods / 20))
         cores = cpu.result()
     bound = watch.bound
     latencies = [bound[n] - created[n] for n in bound if n in created]
     end = max(bound.values(), default=time.perf_counter())
-    return {
+    result: dict[str, Any] = {"offered_pods_per_s": rate} if rate else {}
+    return result | {
         "bound": len(bound),
         "create_s": round(create_s, 2),
-        "pods_per_s": round(len(bound) / (end - start), 1),
-        "latency_p50_ms": round(pct(latencies, 50) * 1000, 1),
-        "latency_p99_ms": round(pct(latencies, 99) * 1000, 1),
-        "cpu_cores": cores,
-    }
-
-
-async def run_paced(
-    cp: ControlPlane, pods: int, rate: float, pids: dict[str, int]
-) -> dict[str, Any]:
-    """Pods created at a steady rate (the target's), not as fast as the
-    creators can: the latency a pod sees while the scheduler keeps up, which
-    the live burst (creates outpacing binds, so pods queue) does not show."""
-    async with Client(cp.connection(), timeout=120) as watcher:
-        watch = BoundWatch(watcher, "paced", pods)
-        async with Client(cp.connection(), timeout=120) as admin:
-            ns = core.Namespace(api_version="v1", kind="Namespace")
-            ns.metadata.name = "paced"
-            await admin.create(ns)
-        await watch.start()
-        start = time.perf_counter()
-        cpu = CpuShares(pids)
-        created = await create_pods_in(cp, "paced", pods, rate=rate)
-        await watch.wait(max(120, pods / 20))
-        cores = cpu.result()
-    bound = watch.bound
-    latencies = [bound[n] - created[n] for n in bound if n in created]
-    end = max(bound.values(), default=time.perf_counter())
-    return {
-        "offered_pods_per_s": rate,
-        "bound": len(bound),
         "pods_per_s": round(len(bound) / (end - start), 1),
         "latency_p50_ms": round(pct(latencies, 50) * 1000, 1),
         "latency_p99_ms": round(pct(latencies, 99) * 1000, 1),
@@ -539,7 +521,13 @@ async def one_run(
                 stats_out = tmp / f"stats-paced-{kind}-{nodes}.json"
                 proc = start_scheduler_process(kind, cp.admin_conf, stats_out)
                 try:
-                    paced = await run_paced(cp, PACED_PODS, PACED_RATE, process_ids(cp, proc))
+                    paced = await run_live(
+                        cp,
+                        PACED_PODS,
+                        process_ids(cp, proc),
+                        namespace="paced",
+                        rate=PACED_RATE,
+                    )
                 finally:
                     paced["scheduler"] = stop_scheduler_process(proc, stats_out)
                 backlog, stats = await run_backlog(cp, kind, pods, tmp)

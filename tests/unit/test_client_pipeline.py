@@ -165,40 +165,32 @@ async def test_a_broken_stream_fails_its_calls_and_the_next_call_opens_another()
     p.close()
 
 
-async def test_a_stream_cut_by_an_internal_error_fails_its_calls_as_unavailable() -> None:
-    # What a stream in flight sees when the apiserver stops: callers must see
-    # the retryable error a unary call would have ended with.
-    stub = FakeStub()
-    p = Pipeline(lambda: stub)
-    task = asyncio.create_task(p.call("get", get("a"), 5))
-    call = await await_first_call(stub)
-    await call.wait_requests(1)
-    call.answers.put_nowait(
-        grpc.aio.AioRpcError(
-            grpc.StatusCode.INTERNAL, grpc.aio.Metadata(), grpc.aio.Metadata(), "from Core"
-        )
-    )
-    with pytest.raises(UnavailableError, match="INTERNAL: from Core") as raised:
-        await task
-    assert raised.value.code == grpc.StatusCode.UNAVAILABLE
-    p.close()
-
-
-async def test_refused_credentials_fail_the_calls_as_unauthenticated() -> None:
-    stub = FakeStub()
-    p = Pipeline(lambda: stub)
-    task = asyncio.create_task(p.call("get", get("a"), 5))
-    call = await await_first_call(stub)
-    await call.wait_requests(1)
-    call.answers.put_nowait(
-        grpc.aio.AioRpcError(
+@pytest.mark.parametrize(
+    ("code", "details", "error", "message"),
+    [
+        # What a stream in flight sees when the apiserver stops: callers get
+        # the retryable error a unary call would have ended with.
+        (grpc.StatusCode.INTERNAL, "from Core", UnavailableError, "INTERNAL: from Core"),
+        (
             grpc.StatusCode.UNAUTHENTICATED,
-            grpc.aio.Metadata(),
-            grpc.aio.Metadata(),
             "the token is not valid",
-        )
+            UnauthenticatedError,
+            "the token is not valid",
+        ),
+    ],
+)
+async def test_a_broken_stream_fails_its_calls_with_what_the_caller_can_act_on(
+    code: grpc.StatusCode, details: str, error: type[Exception], message: str
+) -> None:
+    stub = FakeStub()
+    p = Pipeline(lambda: stub)
+    task = asyncio.create_task(p.call("get", get("a"), 5))
+    call = await await_first_call(stub)
+    await call.wait_requests(1)
+    call.answers.put_nowait(
+        grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
     )
-    with pytest.raises(UnauthenticatedError, match="the token is not valid"):
+    with pytest.raises(error, match=message):
         await task
     p.close()
 
