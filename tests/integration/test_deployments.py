@@ -226,7 +226,10 @@ async def test_replicaset_scales_heals_and_adopts(control_plane: ControlPlane) -
         mine = await c.get("Pod", "stray", ns)
         mine.metadata.labels["app"] = "other"
         await c.update(mine)
-        assert len(await pods_of(c, ns, "app=adopt")) == 2
+        # The relabelled pod leaves the selector at once; the controller may
+        # already have replaced it (a race the test does not try to win).
+        selected = [p.metadata.name for p in await pods_of(c, ns, "app=adopt")]
+        assert "stray" not in selected and len(selected) in (2, 3), selected
 
         async def released() -> Any:
             pod = await c.get("Pod", "stray", ns)
