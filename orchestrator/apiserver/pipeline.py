@@ -26,8 +26,9 @@ from orchestrator.apiserver.registry import UserInfo
 
 log = logging.getLogger(__name__)
 
-# Calls in flight per stream. Beyond it the session stops reading, and HTTP/2
-# flow control holds the client back.
+# Calls in flight or answered but not yet sent, per stream. Beyond it the
+# session stops reading, and HTTP/2 flow control holds the client back (also
+# one that writes calls and never reads the answers).
 DEPTH = 1024
 
 Handler = Callable[[UserInfo, Any], Awaitable[pb.Object | pb.DeleteResponse]]
@@ -48,10 +49,7 @@ class PipelineSession:
         running: set[asyncio.Task[None]] = set()
 
         async def answer(request: pb.PipelineRequest) -> None:
-            try:
-                answers.put_nowait(await self.answer(request))
-            finally:
-                room.release()
+            answers.put_nowait(await self.answer(request))
 
         async def read() -> None:
             try:
@@ -70,6 +68,7 @@ class PipelineSession:
         try:
             while (response := await answers.get()) is not None:
                 yield response
+                room.release()  # sent: its place is free
             await reader  # a failed read ends the call with its error
         finally:
             reader.cancel()

@@ -53,6 +53,7 @@ class _Stream:
             raise
         finally:
             self.broken = error
+            self.outbox.put_nowait(None)  # ends the request generator
             for future in self.waiting.values():
                 if not future.done():
                     future.set_exception(error)
@@ -117,7 +118,10 @@ class Pipeline:
 
     def reset(self) -> None:
         """Later calls open a new stream (on the stub's current channel); the
-        calls in flight finish on the old one."""
+        calls in flight finish on the old one, which the client stops writing
+        to, so the apiserver ends it once they are answered."""
+        if self._stream is not None:
+            self._stream.outbox.put_nowait(None)
         self._stream = None
 
     def close(self) -> None:

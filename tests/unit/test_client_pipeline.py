@@ -219,7 +219,11 @@ async def test_reset_sends_later_calls_on_a_new_stream_and_close_cancels() -> No
     new = asyncio.create_task(p.call("get", get("new"), 5))
     new_call = await await_first_call(stubs[1])
     (new_req,) = await new_call.wait_requests(1)
-    # The call in flight finishes on the old stream.
+    # The old stream is written to no more (the apiserver ends it once its
+    # calls are answered); the call in flight finishes on it.
+    async with asyncio.timeout(5):
+        while not old_call._pump.done():
+            await asyncio.sleep(0)
     old_call.answers.put_nowait(ok(old_req.id, b"old"))
     new_call.answers.put_nowait(ok(new_req.id, b"new"))
     assert (await old).object.raw == b"old" and (await new).object.raw == b"new"

@@ -150,3 +150,21 @@ async def test_a_cancelled_stream_cancels_its_calls() -> None:
     await gen.aclose()  # what grpc does when the client goes away
     await asyncio.sleep(0)
     assert all(t.done() for t in tasks_before)
+
+
+async def test_answers_the_client_does_not_read_count_against_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pipeline, "DEPTH", 2)
+    h = Handlers()
+    session = PipelineSession({"get": h.get}, USER)
+    hold = asyncio.Event()
+    gen = session.run(feed([get(i, f"x{i}") for i in range(1, 6)], hold))
+    first = await asyncio.wait_for(gen.__anext__(), 5)  # then the client stops reading
+    await asyncio.sleep(0.2)
+    # Two places: the answer taken is freed only when the next is asked for,
+    # so at most two calls ran while nobody read.
+    assert len(h.started) == 2, h.started
+    rest = [await asyncio.wait_for(gen.__anext__(), 5) for _ in range(4)]
+    assert sorted([first.id, *(r.id for r in rest)]) == [1, 2, 3, 4, 5]
+    await gen.aclose()
