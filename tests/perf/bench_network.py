@@ -582,7 +582,10 @@ def run(name: str, config: Path, args: argparse.Namespace, results: dict[str, An
         remove_container(n2, lan_server)
     ov, pl = statistics.median(overlay), statistics.median(plain)
     # Run i of each side ran back to back, so their ratio cancels the load both saw.
-    paired = statistics.median(o / lan for o, lan in zip(overlay, plain, strict=True))
+    pair_ratios = [o / lan for o, lan in zip(overlay, plain, strict=True)]
+    paired = statistics.median(pair_ratios)
+    # The spread says how far one run's ratio can be trusted on a shared machine.
+    quartiles = [round(percentile(pair_ratios, q), 3) for q in (25, 50, 75)]
     concurrent = statistics.median(o / x for o, x in together) if together else float("nan")
     results["throughput"] = {
         "runs": args.runs,
@@ -593,6 +596,7 @@ def run(name: str, config: Path, args: argparse.Namespace, results: dict[str, An
         "node_to_node_lan_median_gbps": round(pl, 3),
         "ratio_vxlan_over_lan": round(ov / pl, 3),
         "median_paired_ratio_vxlan_over_lan": round(paired, 3),
+        "paired_ratio_quartiles_p25_p50_p75": quartiles,
         "concurrent_runs_vxlan_lan_gbps": [[round(o, 3), round(x, 3)] for o, x in together],
         "concurrent_median_ratio_vxlan_over_lan": round(concurrent, 3) if together else None,
         "target_min_ratio": THROUGHPUT_TARGET,
@@ -601,7 +605,7 @@ def run(name: str, config: Path, args: argparse.Namespace, results: dict[str, An
     print(
         f"throughput (median of {args.runs} x {args.seconds}s): pod-to-pod VXLAN {ov:.2f} Gbit/s, "
         f"node-to-node LAN {pl:.2f} Gbit/s, ratio {ov / pl:.3f} (target >= {THROUGHPUT_TARGET}; "
-        f"median of per-pair ratios {paired:.3f})",
+        f"per-pair ratios p25 / p50 / p75 {' / '.join(f'{q:.3f}' for q in quartiles)})",
         flush=True,
     )
     if together:
